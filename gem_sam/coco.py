@@ -1,0 +1,94 @@
+"""COCO output: instance annotations with RLE masks, correct by construction.
+
+``area`` is the mask's pixel count, ``bbox`` the XYWH box of the mask, ``iscrowd`` 0, ``counts`` a
+str, category ids follow the vocabulary order starting at 1, and every annotation has a ``score``
+(so the same list is a valid ``COCO.loadRes`` result file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image's result: its path relative to the image folder, size and annotations.
+
+    Each annotation holds ``class_index`` (into the vocabulary), ``segmentation`` (COCO RLE),
+    ``area``, ``bbox`` (XYWH), ``score``, ``predicted_iou`` and ``stability_score``.
+    """
+
+    file_name: str
+    width: int
+    height: int
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file_name": self.file_name,
+            "width": self.width,
+            "height": self.height,
+            "annotations": self.annotations,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabelledImage:
+        return cls(
+            file_name=data["file_name"], width=data["width"], height=data["height"], annotations=data["annotations"]
+        )
+
+
+def categories(vocabulary: Sequence[str]) -> list[dict[str, Any]]:
+    """COCO categories: id i + 1 for the i-th vocabulary entry."""
+    return [{"id": index + 1, "name": name, "supercategory": "object"} for index, name in enumerate(vocabulary)]
+
+
+def build_coco(
+    images: Iterable[LabelledImage], vocabulary: Sequence[str], *, info: dict[str, Any] | None = None
+) -> dict:
+    """A COCO dataset dict; images sorted by file name get ids 1.., annotations ids 1.. in that order."""
+    coco_images, coco_annotations = [], []
+    for image_id, image in enumerate(sorted(images, key=lambda item: item.file_name), start=1):
+        coco_images.append({"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height})
+        for annotation in image.annotations:
+            coco_annotations.append(
+                {
+                    "id": len(coco_annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(annotation["class_index"]) + 1,
+                    "segmentation": annotation["segmentation"],
+                    "area": int(annotation["area"]),
+                    "bbox": [float(v) for v in annotation["bbox"]],
+                    "iscrowd": 0,
+                    "score": float(annotation["score"]),
+                    "predicted_iou": float(annotation["predicted_iou"]),
+                    "stability_score": float(annotation["stability_score"]),
+                }
+            )
+    return {
+        "info": info or {"description": "gem_sam open-vocabulary masks"},
+        "images": coco_images,
+        "annotations": coco_annotations,
+        "categories": categories(vocabulary),
+    }
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
+    """Write JSON to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, ensure_ascii=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

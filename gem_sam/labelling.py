@@ -1,0 +1,42 @@
+"""Naming masks: pool each class's similarity inside a mask, pick the best class, score it.
+
+The score of a mask is the softmax over the vocabulary of its pooled similarities times the
+model's logit scale (100 for CLIP), read at the chosen class: the probability that the model gives
+that name among the vocabulary's names. With a one-word vocabulary it is always 1. Masks whose score
+is below ``min_score`` are dropped (default 0: every mask is kept and named).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How masks are named and filtered."""
+
+    min_score: float = 0.0  # drop masks whose class probability is below this (0 keeps all)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score={self.min_score} must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class MaskLabels:
+    """Per-mask names and scores; tensors of length M (masks)."""
+
+    class_index: torch.Tensor  # [M] int64, index into the vocabulary
+    score: torch.Tensor  # [M] float32, softmax probability of that class
+    keep: torch.Tensor  # [M] bool, score >= min_score
+
+
+def label_masks(pooled: torch.Tensor, *, logit_scale: float, config: LabelConfig = LabelConfig()) -> MaskLabels:
+    """pooled: [M, C] mean similarity of each class inside each mask -> best class and score."""
+    probabilities = (pooled.float() * logit_scale).softmax(dim=-1)  # [M, C]
+    score, class_index = (
+        probabilities.max(dim=-1) if pooled.shape[0] else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    )
+    return MaskLabels(class_index=class_index, score=score, keep=score >= config.min_score)

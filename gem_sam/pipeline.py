@@ -1,0 +1,168 @@
+"""The auto-labelling pipeline: SAM grid masks named by GEM, one image or a whole folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .coco import LabelledImage, build_coco, write_json_atomic
+from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
+from .labelling import LabelConfig, label_masks
+from .mask_generator import GridMaskGenerator
+from .mask_ops import decode_rle, pool_in_masks
+from .run_store import RunStore
+from .scorer import GemScorer
+from .text import validate_vocabulary
+
+POOLING_CHUNK = 16  # masks decoded to full resolution at a time while pooling
+
+
+class AutoLabeller:
+    """Labels an image: class-agnostic SAM masks, each named with the GEM similarity inside it.
+
+    The vocabulary's text embeddings are computed once, here.
+    """
+
+    def __init__(
+        self,
+        *,
+        scorer: GemScorer,
+        mask_generator: GridMaskGenerator,
+        vocabulary: Sequence[str],
+        config: LabelConfig = LabelConfig(),
+    ) -> None:
+        self.scorer = scorer
+        self.mask_generator = mask_generator
+        self.vocabulary = validate_vocabulary(vocabulary)
+        self.config = config
+        self.text = scorer.encode_text(self.vocabulary)  # [C, E]
+
+    def similarity(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """[C, h, w] patch-level cosine similarity of the image with every vocabulary entry."""
+        return self.scorer.patch_similarity(self.scorer.preprocess(image_rgb), self.text)[0]
+
+    def label(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
+        """HxWx3 uint8 RGB -> annotations (``class_index``, COCO RLE ``segmentation``, ``area``,
+        ``bbox`` XYWH, ``score``, ``predicted_iou``, ``stability_score``), in SAM's mask order."""
+        records = self.mask_generator.generate(image_rgb)
+        if not records:
+            return []
+        similarity = self.similarity(image_rgb)  # [C, h, w]
+        pooled = torch.cat(
+            [
+                pool_in_masks(
+                    similarity,
+                    torch.from_numpy(
+                        np.stack([decode_rle(r["segmentation"]) for r in records[start : start + POOLING_CHUNK]])
+                    ),
+                )
+                for start in range(0, len(records), POOLING_CHUNK)
+            ]
+        )  # [M, C]
+        labels = label_masks(pooled, logit_scale=self.scorer.logit_scale, config=self.config)
+        return [
+            {
+                "class_index": int(labels.class_index[i]),
+                "segmentation": record["segmentation"],
+                "area": int(record["area"]),
+                "bbox": [float(v) for v in record["bbox"]],
+                "score": float(labels.score[i]),
+                "predicted_iou": float(record["predicted_iou"]),
+                "stability_score": float(record["stability_score"]),
+            }
+            for i, record in enumerate(records)
+            if bool(labels.keep[i])
+        ]
+
+    def label_file(self, images_dir: Path, file_name: Path) -> LabelledImage:
+        image = load_image(images_dir / file_name)
+        return LabelledImage(
+            file_name=file_name.as_posix(),
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            annotations=self.label(image),
+        )
+
+
+@dataclass
+class RunSummary:
+    """What a folder run did."""
+
+    labelled: int = 0  # images labelled in this run
+    resumed: int = 0  # images whose results an earlier run had already written
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    masks: int = 0  # annotations in the output file
+    seconds: float = 0.0  # wall time of the labelling in this run
+
+    @property
+    def seconds_per_image(self) -> float | None:
+        return self.seconds / self.labelled if self.labelled else None
+
+    def lines(self) -> list[str]:
+        per_image = f"{self.seconds_per_image:.2f} s per image" if self.labelled else "no image labelled in this run"
+        out = [
+            f"images labelled: {self.labelled} (plus {self.resumed} from an earlier run)",
+            f"images skipped: {len(self.skipped)}",
+            f"masks written: {self.masks}",
+            f"time: {self.seconds:.1f} s, {per_image}",
+        ]
+        out += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        return out
+
+
+def label_folder(
+    labeller: AutoLabeller,
+    *,
+    images_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    settings: dict[str, Any],
+    restart: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Label every image under ``images_dir`` and write COCO annotations to ``out_path``.
+
+    Results are kept per image next to the output (see ``RunStore``), so a second call with the
+    same settings labels only what is missing. Unreadable images are skipped and reported; the
+    list of skipped files is also written to ``<out>.skipped.json``.
+    """
+    images_dir = Path(images_dir)
+    files = find_images(images_dir)
+    if not files:
+        raise FileNotFoundError(f"no images found in {str(images_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    store = RunStore(out_path, settings=settings, restart=restart)
+    summary = RunSummary()
+    done: list[str] = []
+    start = time.perf_counter()
+    with tqdm(files, desc="labelling", unit="img", disable=not progress) as bar:
+        for file_name in bar:
+            name = file_name.as_posix()
+            if store.has(name):
+                summary.resumed += 1
+                done.append(name)
+                continue
+            try:
+                store.save(labeller.label_file(images_dir, file_name))
+            except ImageReadError as error:
+                summary.skipped.append((name, str(error)))
+                continue
+            summary.labelled += 1
+            done.append(name)
+    summary.seconds = time.perf_counter() - start
+
+    labelled = [store.load(name) for name in done]
+    coco = build_coco(labelled, labeller.vocabulary, info={"description": "gem_sam", "settings": settings})
+    summary.masks = len(coco["annotations"])
+    write_json_atomic(coco, out_path)
+    write_json_atomic(
+        [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
+        Path(f"{out_path}.skipped.json"),
+    )
+    return summary

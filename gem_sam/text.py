@@ -1,0 +1,66 @@
+"""Text embeddings for a vocabulary: prompt templates, averaged per class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+def validate_vocabulary(classes: Sequence[str]) -> list[str]:
+    """Strip class names and reject an empty vocabulary, empty names or duplicates."""
+    names = [str(name).strip() for name in classes]
+    if not names:
+        raise ValueError("the vocabulary is empty: give at least one class name")
+    if any(not name for name in names):
+        raise ValueError(f"the vocabulary has an empty class name at position {names.index('')}")
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in seen:
+            raise ValueError(
+                f"the vocabulary lists {name!r} twice (positions {seen[name]} and {position}); "
+                "each class must appear once"
+            )
+        seen[name] = position
+    return names
+
+
+def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Each template must contain exactly one ``{}`` where the class name goes."""
+    if not templates:
+        raise ValueError("give at least one prompt template, e.g. 'a photo of a {}.'")
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
+    return tuple(templates)
+
+
+@torch.no_grad()
+def encode_vocabulary(
+    classes: Sequence[str],
+    *,
+    encode_tokens: Callable[[torch.Tensor], torch.Tensor],
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Embed every class with every template; returns [C, E] L2-normalised float32.
+
+    Per class, the template embeddings are L2-normalised, averaged and normalised again
+    (the CLIP prompt-ensemble convention); with one template this is that template's embedding.
+    """
+    names = validate_vocabulary(classes)
+    templates = validate_templates(templates)
+    prompts = [template.format(name) for name in names for template in templates]
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        tokens = tokenizer(prompts[start : start + batch_size]).to(device)
+        chunks.append(F.normalize(encode_tokens(tokens).float(), dim=-1))
+    embeddings = torch.cat(chunks).reshape(len(names), len(templates), -1)  # [C, T, E]
+    if len(templates) == 1:
+        return embeddings[:, 0]
+    return F.normalize(embeddings.mean(dim=1), dim=-1)

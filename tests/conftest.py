@@ -1,0 +1,107 @@
+"""Shared test fixtures: small random-init models of the real architectures, saved as real
+checkpoint files, and real photos from scikit-image."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from gem_sam.sam_model import SamArchitecture, build_sam_model, register_sam_architecture
+
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+# A small open_clip ViT with the real block structure (patch 16, learned positions, CLIP text tower).
+TINY_CLIP_NAME = "gem-test-vit-tiny16"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 6, "width": 48, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+# A small SAM image encoder; prompt encoder and mask decoder are SAM's own.
+TINY_SAM_NAME = "vit_tiny_test"
+TINY_SAM = SamArchitecture(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
+
+
+def register_clip_config(folder: Path, name: str, config: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny CLIP saved as an open_clip checkpoint file."""
+    folder = tmp_path_factory.mktemp("clip")
+    register_clip_config(folder / "configs", TINY_CLIP_NAME, TINY_CLIP_CONFIG)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    path = folder / "tiny_clip.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init SAM with a tiny image encoder saved as a SAM checkpoint file."""
+    register_sam_architecture(TINY_SAM_NAME, TINY_SAM)
+    path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
+    torch.save(tiny_sam().state_dict(), path)
+    return path
+
+
+def tiny_sam():
+    """Random-init tiny SAM whose mask logits are scaled up so that masks differ between points
+    (as a trained SAM's do); with plain random weights every logit is near 0."""
+    torch.manual_seed(0)
+    sam = build_sam_model(TINY_SAM)
+    with torch.no_grad():
+        for mlp in sam.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(40)
+    return sam
+
+
+# Generator settings loose enough that many random-init masks survive (NMS at 1.0 keeps all boxes).
+LOOSE_SETTINGS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.3, "box_nms_thresh": 1.0}
+
+
+def small_photo(name: str, *, long_side: int = 160) -> Image.Image:
+    """A scikit-image photo scaled so that its long side is ``long_side`` pixels (mode kept)."""
+    image = Image.open(SKIMAGE_DATA / name)
+    image.load()
+    scale = long_side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Real photos: colour, grey (camera), RGBA (logo), in a nested folder, as small files."""
+    folder = tmp_path / "images"
+    (folder / "nested").mkdir(parents=True)
+    small_photo("astronaut.png").save(folder / "astronaut.png")
+    small_photo("chelsea.png").convert("RGB").save(folder / "nested" / "chelsea.jpg")
+    small_photo("camera.png").save(folder / "camera.png")
+    small_photo("logo.png").save(folder / "logo.png")
+    return folder
+
+
+@pytest.fixture
+def vocab_file(tmp_path: Path) -> Path:
+    path = tmp_path / "vocab.txt"
+    path.write_text("# animals\ncat\n\nperson\nrocket\n", encoding="utf-8")
+    return path
+
+
+def rgb_photo(name: str = "astronaut.png", *, long_side: int = 160) -> np.ndarray:
+    return np.asarray(small_photo(name, long_side=long_side).convert("RGB"))
+
+
+def copy_photo(name: str, target: Path) -> Path:
+    shutil.copy(SKIMAGE_DATA / name, target)
+    return target

@@ -1,0 +1,161 @@
+"""The command line end to end through main([...]) on real photos, with checkpoint files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from gem_sam.label import main
+
+from .conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME
+
+
+@pytest.fixture
+def base_args(tiny_clip_checkpoint: Path, tiny_sam_checkpoint: Path) -> list[str]:
+    return [
+        "--clip-model", TINY_CLIP_NAME,
+        "--pretrained", str(tiny_clip_checkpoint),
+        "--sam-model", TINY_SAM_NAME,
+        "--sam-checkpoint", str(tiny_sam_checkpoint),
+        "--device", "cpu",
+        "--points-per-side", "3",
+        "--pred-iou-thresh", "0",
+        "--stability-score-thresh", "0.3",
+        "--box-nms-thresh", "1.0",
+        "--quiet",
+    ]  # fmt: skip
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_labels_a_folder_into_valid_coco(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args) -> None:
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "annotations.json"
+    code, stdout, _ = run(["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args])
+    assert code == 0
+    assert "images labelled: 4" in stdout and "images skipped: 1" in stdout and "broken.jpg" in stdout
+    assert "s per image" in stdout
+
+    data = json.loads(out.read_text())
+    assert [image["file_name"] for image in data["images"]] == [
+        "astronaut.png", "camera.png", "logo.png", "nested/chelsea.jpg"
+    ]  # fmt: skip
+    assert [category["name"] for category in data["categories"]] == ["cat", "person", "rocket"]
+    assert len(data["annotations"]) >= 4
+    for annotation in data["annotations"]:
+        image = data["images"][annotation["image_id"] - 1]
+        assert annotation["segmentation"]["size"] == [image["height"], image["width"]]
+        assert 1 <= annotation["category_id"] <= 3 and 0.0 < annotation["score"] <= 1.0
+    skipped = json.loads(Path(f"{out}.skipped.json").read_text())
+    assert [entry["file_name"] for entry in skipped] == ["broken.jpg"]
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(str(out))
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(data["annotations"]), iouType="segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_rerun_resumes_and_settings_change_is_refused(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args):
+    out = tmp_path / "out.json"
+    argv = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args]
+    assert run(argv)[0] == 0
+    first = out.read_text()
+    code, stdout, _ = run(argv)
+    assert code == 0 and "images labelled: 0 (plus 4 from an earlier run)" in stdout
+    assert out.read_text() == first
+
+    code, _, stderr = run([*argv, "--points-per-side", "2"])
+    assert code == 2 and "other settings" in stderr and "mask_generator" in stderr and "--restart" in stderr
+    code, stdout, _ = run([*argv, "--points-per-side", "2", "--restart"])
+    assert code == 0 and "images labelled: 4 (plus 0" in stdout
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing_folder", "does not exist"),
+        ("images_is_a_file", "is not a folder"),
+        ("no_images", "no images found"),
+        ("empty_vocab", "vocabulary is empty"),
+        ("duplicate_vocab", "'cat' twice"),
+        ("missing_vocab", "vocabulary file"),
+        ("missing_sam_checkpoint", "does not exist"),
+        ("wrong_sam_architecture", "needs width 768"),
+        ("unwritable_output", "does not exist"),
+        ("bad_threshold", "pred_iou_thresh=2.0 must lie in [0, 1]"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(case: str, message: str, photo_folder, vocab_file, tmp_path, base_args) -> None:
+    images, vocab, out = str(photo_folder), str(vocab_file), str(tmp_path / "out.json")
+    extra: list[str] = []
+    if case == "missing_folder":
+        images = str(tmp_path / "nowhere")
+    elif case == "images_is_a_file":
+        images = str(photo_folder / "camera.png")
+    elif case == "no_images":
+        (tmp_path / "docs").mkdir()
+        (tmp_path / "docs" / "readme.txt").write_text("no pictures")
+        images = str(tmp_path / "docs")
+    elif case in ("empty_vocab", "duplicate_vocab"):
+        vocab = str(tmp_path / "v.txt")
+        Path(vocab).write_text("# nothing\n" if case == "empty_vocab" else "cat\ndog\ncat\n")
+    elif case == "missing_vocab":
+        vocab = str(tmp_path / "missing.txt")
+    elif case == "missing_sam_checkpoint":
+        extra = ["--sam-checkpoint", str(tmp_path / "sam.pth")]
+    elif case == "wrong_sam_architecture":
+        extra = ["--sam-model", "vit_b"]
+    elif case == "unwritable_output":
+        out = str(tmp_path / "no" / "such" / "folder" / "out.json")
+    elif case == "bad_threshold":
+        extra = ["--pred-iou-thresh", "2.0"]
+    code, _, stderr = run(["--images", images, "--vocab", vocab, "--out", out, *base_args, *extra])
+    assert code == 2
+    assert stderr.startswith("error: ") and message in stderr
+
+
+def test_help_explains_the_flags() -> None:
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stdout(io.StringIO()) as stdout:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(stdout.getvalue().split())  # undo line wrapping
+    for flag in [
+        "--images",
+        "--vocab",
+        "--out",
+        "--clip-model",
+        "--pretrained",
+        "--sam-model",
+        "--sam-checkpoint",
+        "--device",
+        "--points-per-side",
+        "--pred-iou-thresh",
+        "--stability-score-thresh",
+        "--box-nms-thresh",
+        "--crop-n-layers",
+        "--min-mask-region-area",
+        "--min-score",
+        "--restart",
+    ]:
+        assert flag in text
+    assert "default: 0.88" in text and "default: 32" in text
+
+
+def test_required_flags_are_enforced() -> None:
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        main(["--images", str(SKIMAGE_DATA)])
+    assert exit_info.value.code == 2 and "--vocab" in stderr.getvalue()

@@ -1,0 +1,125 @@
+"""Grid-point masks: same masks as segment-anything's SamAutomaticMaskGenerator, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from segment_anything import SamAutomaticMaskGenerator
+
+from gem_sam.mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
+from gem_sam.mask_ops import decode_rle
+
+from .conftest import LOOSE_SETTINGS, TINY_SAM_NAME, rgb_photo, tiny_sam
+
+
+def assert_same_masks(ours: list[dict], reference: list[dict]) -> float:
+    """Parity: same count, each mask matched one-to-one with IoU >= 0.99, scores to 1e-4, boxes to 1 px.
+
+    Returns the worst IoU."""
+    assert len(ours) == len(reference)
+    worst = 1.0
+    unmatched = list(range(len(reference)))
+    for record in ours:
+        mask = decode_rle(record["segmentation"])
+        ious = []
+        for j in unmatched:
+            other = decode_rle(reference[j]["segmentation"])
+            union = np.logical_or(mask, other).sum()
+            ious.append(np.logical_and(mask, other).sum() / union if union else 1.0)
+        best = int(np.argmax(ious))
+        match = reference[unmatched.pop(best)]
+        worst = min(worst, float(ious[best]))
+        assert ious[best] >= 0.99
+        assert record["predicted_iou"] == pytest.approx(match["predicted_iou"], abs=1e-4)
+        assert record["stability_score"] == pytest.approx(match["stability_score"], abs=1e-4)
+        assert np.abs(np.array(record["bbox"]) - np.array(match["bbox"])).max() <= 1.0
+        assert record["area"] == int(mask.sum())
+    return worst
+
+
+@pytest.fixture(scope="module")
+def sam():
+    return tiny_sam()
+
+
+@pytest.mark.parametrize(
+    "photo,settings",
+    [
+        ("astronaut.png", {"points_per_side": 6, **LOOSE_SETTINGS}),
+        (
+            "coffee.png",
+            {
+                "points_per_side": 5,
+                "pred_iou_thresh": 0.05,
+                "stability_score_thresh": 0.25,
+                "box_nms_thresh": 1.0,
+                "points_per_batch": 7,
+            },
+        ),
+        (
+            "chelsea.png",
+            {
+                "points_per_side": 4,
+                **LOOSE_SETTINGS,
+                "crop_n_layers": 1,
+                "crop_nms_thresh": 1.0,
+                "min_mask_region_area": 40,
+            },
+        ),
+        ("astronaut.png", {"points_per_side": 4}),  # the official thresholds: few or no random masks survive
+    ],
+)
+def test_same_masks_as_segment_anything(sam, photo: str, settings: dict) -> None:
+    image = rgb_photo(photo, long_side=150)
+    config = MaskGeneratorConfig(**settings)
+    ours = GridMaskGenerator(sam, config=config).generate(image)
+    reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
+    assert_same_masks(ours, reference)
+    if settings.get("box_nms_thresh") == 1.0:
+        assert len(ours) >= 10  # loose settings really exercise the filters
+
+
+def test_records_format(sam) -> None:
+    image = rgb_photo("astronaut.png", long_side=120)
+    records = GridMaskGenerator(sam, config=MaskGeneratorConfig(points_per_side=3, **LOOSE_SETTINGS)).generate(image)
+    assert records
+    for record in records:
+        assert record["segmentation"]["size"] == [image.shape[0], image.shape[1]]
+        assert isinstance(record["segmentation"]["counts"], str)
+        x, y, w, h = record["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= image.shape[1] and y + h <= image.shape[0]
+        assert len(record["point_coords"]) == 1 and len(record["point_coords"][0]) == 2
+        assert record["crop_box"] == [0, 0, image.shape[1], image.shape[0]]
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"points_per_side": 0}, "points_per_side"),
+        ({"pred_iou_thresh": 1.5}, "pred_iou_thresh"),
+        ({"stability_score_thresh": -0.1}, "stability_score_thresh"),
+        ({"crop_n_layers": -1}, "crop_n_layers"),
+        ({"min_mask_region_area": -5}, "min_mask_region_area"),
+        ({"precision": "int8"}, "precision"),
+    ],
+)
+def test_bad_settings(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MaskGeneratorConfig(**settings)
+
+
+def test_unknown_setting_lists_the_valid_ones(tiny_sam_checkpoint) -> None:
+    with pytest.raises(TypeError, match="points_per_sid.*valid: points_per_side"):
+        build_mask_generator(model_type=TINY_SAM_NAME, checkpoint=tiny_sam_checkpoint, points_per_sid=8)
+
+
+def test_generator_rejects_non_rgb(sam) -> None:
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        GridMaskGenerator(sam, config=MaskGeneratorConfig()).generate(np.zeros((10, 10), dtype=np.uint8))
+
+
+def test_bf16_autocast_runs_on_cpu(sam) -> None:
+    image = rgb_photo("astronaut.png", long_side=100)
+    config = MaskGeneratorConfig(points_per_side=1, precision="bf16", **LOOSE_SETTINGS)
+    records = GridMaskGenerator(sam, config=config).generate(image)
+    assert all(np.isfinite(r["predicted_iou"]) and 0.0 <= r["stability_score"] <= 1.0 for r in records)
