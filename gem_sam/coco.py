@@ -49,6 +49,21 @@ def categories(vocabulary: Sequence[str]) -> list[dict[str, Any]]:
     return [{"id": index + 1, "name": name, "supercategory": "object"} for index, name in enumerate(vocabulary)]
 
 
+def _coco_annotation(annotation: dict[str, Any], *, annotation_id: int, image_id: int) -> dict[str, Any]:
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": int(annotation["class_index"]) + 1,
+        "segmentation": annotation["segmentation"],
+        "area": int(annotation["area"]),
+        "bbox": [float(v) for v in annotation["bbox"]],
+        "iscrowd": 0,
+        "score": float(annotation["score"]),
+        "predicted_iou": float(annotation["predicted_iou"]),
+        "stability_score": float(annotation["stability_score"]),
+    }
+
+
 def build_coco(
     images: Iterable[LabelledImage], vocabulary: Sequence[str], *, info: dict[str, Any] | None = None
 ) -> dict:
@@ -58,18 +73,7 @@ def build_coco(
         coco_images.append({"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height})
         for annotation in image.annotations:
             coco_annotations.append(
-                {
-                    "id": len(coco_annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(annotation["class_index"]) + 1,
-                    "segmentation": annotation["segmentation"],
-                    "area": int(annotation["area"]),
-                    "bbox": [float(v) for v in annotation["bbox"]],
-                    "iscrowd": 0,
-                    "score": float(annotation["score"]),
-                    "predicted_iou": float(annotation["predicted_iou"]),
-                    "stability_score": float(annotation["stability_score"]),
-                }
+                _coco_annotation(annotation, annotation_id=len(coco_annotations) + 1, image_id=image_id)
             )
     return {
         "info": info or {"description": "gem_sam open-vocabulary masks"},
@@ -77,6 +81,45 @@ def build_coco(
         "annotations": coco_annotations,
         "categories": categories(vocabulary),
     }
+
+
+def write_coco_streaming(
+    images: Iterable[LabelledImage],
+    vocabulary: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    info: dict[str, Any] | None = None,
+) -> int:
+    """Write the same file as ``build_coco`` + ``write_json_atomic`` holding one image's annotations
+    at a time. ``images`` must come sorted by file name. Returns the number of annotations."""
+    path = Path(path)
+    image_entries = []
+    count = 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent) as annotations:
+        for image_id, image in enumerate(images, start=1):
+            image_entries.append(
+                {"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height}
+            )
+            for annotation in image.annotations:
+                count += 1
+                annotations.write("," if count > 1 else "")
+                annotations.write(json.dumps(_coco_annotation(annotation, annotation_id=count, image_id=image_id)))
+        annotations.seek(0)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write('{"info": ' + json.dumps(info or {"description": "gem_sam open-vocabulary masks"}))
+                out.write(', "images": ' + json.dumps(image_entries) + ', "annotations": [')
+                for chunk in iter(lambda: annotations.read(1 << 20), ""):
+                    out.write(chunk)
+                out.write('], "categories": ' + json.dumps(categories(vocabulary)) + "}")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    return count
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:

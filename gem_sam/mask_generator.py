@@ -1,10 +1,17 @@
 """Class-agnostic masks from SAM prompted with a grid of points.
 
 Gives the masks of ``segment_anything.SamAutomaticMaskGenerator`` for the same model and settings,
-with less work: the predicted-IoU filter runs on the decoder's low-resolution output, so only the
-masks that pass it are upsampled to the image (the reference upsamples all ``3 x points`` of them
-first). Every later step (stability score, thresholds, boxes, NMS, crops, small-region cleanup) is
-the reference's computation on the same full-resolution logits, so the output is the same.
+with less work:
+
+* the decoder runs on the shared image embedding without copying it per prompt, with its attention
+  reorganised (``sam_decoder.PointPromptDecoder``);
+* the predicted-IoU filter runs before the masks are formed: mask logits are upscaled only for prompts
+  with a passing mask, and only passing masks are upsampled to the image (the reference does both for
+  all ``3 x points`` candidates);
+* full-resolution work is done a chunk of masks at a time, which bounds memory.
+
+Every later step (stability score, thresholds, boxes, NMS, crops, small-region cleanup) is the
+reference's computation on the same full-resolution logits, so the output is the same.
 
 Records use image pixel coordinates: ``bbox`` and ``crop_box`` are XYWH, ``point_coords`` are
 [[x, y]], ``segmentation`` is a COCO RLE with ``counts`` as str.
@@ -38,7 +45,11 @@ from segment_anything.utils.amg import (
 from torchvision.ops.boxes import batched_nms, box_area
 
 from .devices import autocast
+from .mask_ops import masks_per_chunk
+from .sam_decoder import PointPromptDecoder
 from .sam_model import load_sam
+
+UPSCALE_CHUNK = 16  # prompts whose low-resolution mask logits are formed at a time
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ class GridMaskGenerator:
         self.sam = sam
         self.config = config
         self.predictor = SamPredictor(sam)
+        self.decoder = PointPromptDecoder(sam)
         self.point_grids = build_all_layer_point_grids(
             config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor
         )
@@ -199,62 +211,70 @@ class GridMaskGenerator:
         return data
 
     def _decode(self, points_xy: np.ndarray, crop_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution mask logits [P*3, 256, 256] and predicted IoUs [P*3] for point prompts."""
-        model = self.sam
+        """Predicted IoUs [P*3] of every mask, and low-resolution logits [K, 256, 256] of the K masks
+        whose predicted IoU passes the filter (in the same point-major order)."""
         coords = self.predictor.transform.apply_coords(points_xy, crop_hw)
-        coords = torch.as_tensor(coords, device=self.device)
-        labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
+        coords = torch.as_tensor(coords, dtype=torch.float32, device=self.device)
         with autocast(self.device, self.config.precision):
-            sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-            low_res, iou_preds = model.mask_decoder(
-                image_embeddings=self.predictor.features,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )  # [P, 3, 256, 256], [P, 3]
-        return low_res.float().flatten(0, 1), iou_preds.float().flatten(0, 1)
+            tokens, image_tokens = self.decoder.transform(self.predictor.features, coords)
+            iou_preds = self.decoder.iou_predictions(tokens).float()  # [P, 3]
+            passes = (
+                iou_preds > self.config.pred_iou_thresh
+                if self.config.pred_iou_thresh > 0.0
+                else (torch.ones_like(iou_preds, dtype=torch.bool))
+            )
+            # Only prompts with a passing mask need the upscaled mask logits.
+            needed = passes.any(dim=1).nonzero()[:, 0]
+            low_res = [
+                self.decoder.mask_logits(tokens[chunk], image_tokens[chunk]).float()[passes[chunk]]
+                for chunk in needed.split(UPSCALE_CHUNK)
+            ]
+        if not low_res:
+            return iou_preds.flatten(), torch.zeros(0, 256, 256, device=self.device)
+        return iou_preds.flatten(), torch.cat(low_res)
 
     def _process_batch(
         self, points_xy: np.ndarray, crop_hw: tuple[int, int], crop_box: list[int], orig_hw: tuple[int, int]
     ) -> MaskData:
         config = self.config
         threshold = self.sam.mask_threshold
-        low_res, iou_preds = self._decode(points_xy, crop_hw)
+        iou_preds, low_res = self._decode(points_xy, crop_hw)
         points = torch.as_tensor(points_xy.repeat(3, axis=0), device=self.device)  # [P*3, 2], mask order
-
-        # Predicted-IoU filter on the low-resolution output: exact, and before any upsampling.
         if config.pred_iou_thresh > 0.0:
-            keep = iou_preds > config.pred_iou_thresh
-            low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
+            passes = iou_preds > config.pred_iou_thresh
+            iou_preds, points = iou_preds[passes], points[passes]
 
-        # Full-resolution logits of the survivors only, as the reference computes them.
-        masks = self.sam.postprocess_masks(low_res[:, None], self.predictor.input_size, self.predictor.original_size)[
-            :, 0
-        ]  # [M, h, w]
-        stability = calculate_stability_score(masks, threshold, config.stability_score_offset)
-        if config.stability_score_thresh > 0.0:
-            keep = stability >= config.stability_score_thresh
-            masks, iou_preds, points, stability = masks[keep], iou_preds[keep], points[keep], stability[keep]
-
-        binary = masks > threshold  # [M, h, w]
-        boxes = batched_mask_to_box(binary)  # [M, 4] XYXY in crop pixels
-        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
-        binary, boxes, iou_preds, points, stability = (
-            binary[keep],
-            boxes[keep],
-            iou_preds[keep],
-            points[keep],
-            stability[keep],
+        # Full-resolution logits of the survivors only, a chunk at a time, as the reference computes
+        # them; only the run-length encodings of the masks that pass every filter are kept.
+        data = MaskData(
+            rles=[],
+            boxes=torch.zeros(0, 4),
+            iou_preds=torch.zeros(0),
+            points=torch.zeros(0, 2, dtype=points.dtype),
+            stability_score=torch.zeros(0),
         )
-        rles = mask_to_rle_pytorch(uncrop_masks(binary, crop_box, orig_hw[0], orig_hw[1]))
-        return MaskData(
-            rles=rles,
-            boxes=boxes.cpu(),
-            iou_preds=iou_preds.cpu(),
-            points=points.cpu(),
-            stability_score=stability.cpu(),
-        )
+        for indexes in torch.arange(len(low_res), device=self.device).split(masks_per_chunk(crop_hw)):
+            logits = self.sam.postprocess_masks(
+                low_res[indexes, None], self.predictor.input_size, self.predictor.original_size
+            )[:, 0]  # [m, h, w]
+            stability = calculate_stability_score(logits, threshold, config.stability_score_offset)
+            if config.stability_score_thresh > 0.0:
+                keep = stability >= config.stability_score_thresh
+                logits, indexes, stability = logits[keep], indexes[keep], stability[keep]
+            binary = logits > threshold  # [m, h, w]
+            boxes = batched_mask_to_box(binary)  # [m, 4] XYXY in crop pixels
+            keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
+            binary, boxes, indexes, stability = binary[keep], boxes[keep], indexes[keep], stability[keep]
+            data.cat(
+                MaskData(
+                    rles=mask_to_rle_pytorch(uncrop_masks(binary, crop_box, orig_hw[0], orig_hw[1])),
+                    boxes=boxes.cpu(),
+                    iou_preds=iou_preds[indexes].cpu(),
+                    points=points[indexes].cpu(),
+                    stability_score=stability.cpu(),
+                )
+            )
+        return data
 
 
 def _empty_mask_data() -> MaskData:

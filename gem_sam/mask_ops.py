@@ -13,6 +13,13 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+CHUNK_BUDGET_BYTES = 256 * 2**20  # full-resolution float work per chunk of masks
+
+
+def masks_per_chunk(size_hw: tuple[int, int], *, most: int = 16) -> int:
+    """How many full-resolution float32 masks of ``size_hw`` fit the chunk budget (1 to ``most``)."""
+    return max(1, min(most, CHUNK_BUDGET_BYTES // (4 * size_hw[0] * size_hw[1])))
+
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """[H, W] bool -> COCO RLE ``{"size": [H, W], "counts": str}``."""
@@ -69,13 +76,15 @@ def mask_pooling_weights(masks: torch.Tensor, grid_hw: tuple[int, int]) -> torch
     return weights / area[:, None, None]
 
 
-def pool_in_masks(similarity: torch.Tensor, masks: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
+def pool_in_masks(similarity: torch.Tensor, masks: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
     """Mean of each class map, bilinearly upsampled to the masks' size, inside each mask.
 
     similarity: [C, h, w]; masks: [M, H, W] bool. Returns [M, C] float32. Exact, without building
-    the [C, H, W] upsampled maps; masks are processed ``chunk`` at a time to bound memory.
+    the [C, H, W] upsampled maps; masks are processed ``chunk`` at a time to bound memory
+    (default: as many as fit ``CHUNK_BUDGET_BYTES``).
     """
     grid_hw = (similarity.shape[1], similarity.shape[2])
+    chunk = chunk or masks_per_chunk(tuple(masks.shape[1:]))
     out = []
     for start in range(0, masks.shape[0], chunk):
         weights = mask_pooling_weights(masks[start : start + chunk].to(similarity.device), grid_hw)

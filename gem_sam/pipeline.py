@@ -13,16 +13,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .coco import LabelledImage, build_coco, write_json_atomic
+from .coco import LabelledImage, write_coco_streaming, write_json_atomic
 from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
 from .labelling import LabelConfig, label_masks
 from .mask_generator import GridMaskGenerator
-from .mask_ops import decode_rle, pool_in_masks
+from .mask_ops import decode_rle, masks_per_chunk, pool_in_masks
+from .overlay import save_overlay
 from .run_store import RunStore
 from .scorer import GemScorer
 from .text import validate_vocabulary
-
-POOLING_CHUNK = 16  # masks decoded to full resolution at a time while pooling
 
 
 class AutoLabeller:
@@ -52,21 +51,23 @@ class AutoLabeller:
     def label(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
         """HxWx3 uint8 RGB -> annotations (``class_index``, COCO RLE ``segmentation``, ``area``,
         ``bbox`` XYWH, ``score``, ``predicted_iou``, ``stability_score``), in SAM's mask order."""
-        records = self.mask_generator.generate(image_rgb)
+        return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb))
+
+    def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Name the mask records of ``image_rgb`` (from the mask generator); see ``label``."""
         if not records:
             return []
         similarity = self.similarity(image_rgb)  # [C, h, w]
+        chunk = masks_per_chunk(image_rgb.shape[:2])
         pooled = torch.cat(
             [
                 pool_in_masks(
                     similarity,
-                    torch.from_numpy(
-                        np.stack([decode_rle(r["segmentation"]) for r in records[start : start + POOLING_CHUNK]])
-                    ),
+                    torch.from_numpy(np.stack([decode_rle(r["segmentation"]) for r in records[i : i + chunk]])),
                 )
-                for start in range(0, len(records), POOLING_CHUNK)
+                for i in range(0, len(records), chunk)
             ]
-        )  # [M, C]
+        )  # [M, C], full-resolution masks decoded a chunk at a time
         labels = label_masks(pooled, logit_scale=self.scorer.logit_scale, config=self.config)
         return [
             {
@@ -82,14 +83,35 @@ class AutoLabeller:
             if bool(labels.keep[i])
         ]
 
-    def label_file(self, images_dir: Path, file_name: Path) -> LabelledImage:
+    def label_file(self, images_dir: Path, file_name: Path, *, overlay_dir: Path | None = None) -> LabelledImage:
+        """Label ``images_dir / file_name``; with ``overlay_dir``, also write its overlay there.
+
+        Raises ``ImageReadError`` when the file is not a readable image.
+        """
         image = load_image(images_dir / file_name)
-        return LabelledImage(
+        labelled = LabelledImage(
             file_name=file_name.as_posix(),
             width=int(image.shape[1]),
             height=int(image.shape[0]),
             annotations=self.label(image),
         )
+        if overlay_dir is not None:
+            save_overlay(image, labelled.annotations, self.vocabulary, folder=overlay_dir, file_name=labelled.file_name)
+        return labelled
+
+
+def label_and_store(
+    labeller: AutoLabeller, store: RunStore, images_dir: Path, file_name: Path, *, overlay_dir: Path | None
+) -> str | None:
+    """Label one file and save its record (the overlay first, so a saved record means done).
+
+    Returns None on success, or why the file was skipped.
+    """
+    try:
+        store.save(labeller.label_file(images_dir, file_name, overlay_dir=overlay_dir))
+    except ImageReadError as error:
+        return str(error)
+    return None
 
 
 @dataclass
@@ -126,12 +148,14 @@ def label_folder(
     settings: dict[str, Any],
     restart: bool = False,
     progress: bool = True,
+    overlay_dir: str | os.PathLike | None = None,
 ) -> RunSummary:
     """Label every image under ``images_dir`` and write COCO annotations to ``out_path``.
 
     Results are kept per image next to the output (see ``RunStore``), so a second call with the
     same settings labels only what is missing. Unreadable images are skipped and reported; the
-    list of skipped files is also written to ``<out>.skipped.json``.
+    list of skipped files is also written to ``<out>.skipped.json``. With ``overlay_dir``, an overlay
+    of each labelled image is written there (same relative path, ``.jpg``).
     """
     images_dir = Path(images_dir)
     files = find_images(images_dir)
@@ -148,19 +172,22 @@ def label_folder(
                 summary.resumed += 1
                 done.append(name)
                 continue
-            try:
-                store.save(labeller.label_file(images_dir, file_name))
-            except ImageReadError as error:
-                summary.skipped.append((name, str(error)))
+            reason = label_and_store(
+                labeller, store, images_dir, file_name, overlay_dir=Path(overlay_dir) if overlay_dir else None
+            )
+            if reason is not None:
+                summary.skipped.append((name, reason))
                 continue
             summary.labelled += 1
             done.append(name)
     summary.seconds = time.perf_counter() - start
 
-    labelled = [store.load(name) for name in done]
-    coco = build_coco(labelled, labeller.vocabulary, info={"description": "gem_sam", "settings": settings})
-    summary.masks = len(coco["annotations"])
-    write_json_atomic(coco, out_path)
+    summary.masks = write_coco_streaming(
+        (store.load(name) for name in sorted(done)),
+        labeller.vocabulary,
+        out_path,
+        info={"description": "gem_sam", "settings": settings},
+    )
     write_json_atomic(
         [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
         Path(f"{out_path}.skipped.json"),

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -159,3 +160,20 @@ def test_required_flags_are_enforced() -> None:
     with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()) as stderr:
         main(["--images", str(SKIMAGE_DATA)])
     assert exit_info.value.code == 2 and "--vocab" in stderr.getvalue()
+
+
+def test_overlays(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args) -> None:
+    overlays = tmp_path / "overlays"
+    out = tmp_path / "out.json"
+    argv = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), "--save-overlays"]
+    assert run([*argv, str(overlays), *base_args])[0] == 0
+    written = sorted(p.relative_to(overlays).as_posix() for p in overlays.rglob("*.jpg"))
+    assert written == ["astronaut.jpg", "camera.jpg", "logo.jpg", "nested/chelsea.jpg"]
+    from PIL import Image
+
+    from gem_sam.images import load_image
+
+    original = load_image(photo_folder / "astronaut.png")
+    with Image.open(overlays / "astronaut.jpg") as overlay:
+        assert overlay.size == (original.shape[1], original.shape[0])
+        assert np.abs(np.asarray(overlay, dtype=float) - original).mean() > 5  # masks are drawn

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gem_sam.coco import LabelledImage, build_coco, write_json_atomic
+from gem_sam.coco import LabelledImage, build_coco, write_coco_streaming, write_json_atomic
 from gem_sam.mask_ops import encode_rle, mask_bbox_xywh
 
 
@@ -73,3 +73,13 @@ def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
     write_json_atomic({"a": "é"}, tmp_path / "x.json")
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
     assert json.loads((tmp_path / "x.json").read_text(encoding="utf-8")) == {"a": "é"}
+
+
+def test_streaming_writer_gives_the_same_file_content(tmp_path: Path) -> None:
+    vocabulary = ["cat", "dog", "person"]
+    images = sorted(_images(), key=lambda image: image.file_name)
+    count = write_coco_streaming(iter(images), vocabulary, tmp_path / "streamed.json", info={"a": 1})
+    assert count == 3
+    expected = build_coco(images, vocabulary, info={"a": 1})
+    assert json.loads((tmp_path / "streamed.json").read_text()) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.json"]

@@ -1,0 +1,141 @@
+"""Command-line options shared by ``gem_sam.label`` and ``gem_sam.evaluate``.
+
+Options default to None where the library has a default, so the library stays the one source of
+truth; the help texts read the defaults from the library's config classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from .gem import METHODS, DensePathConfig
+from .mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
+from .sam_model import SAM_ARCHITECTURES
+from .scorer import GemScorer, ScorerConfig, build_gem_scorer
+from .text import DEFAULT_TEMPLATES
+
+DEFAULT_CLIP_MODEL = "ViT-B-16"
+DEFAULT_PRETRAINED = "openai"
+DEFAULT_SAM_MODEL = "vit_h"
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def flag(name: str) -> str:
+    """``points_per_side`` -> ``--points-per-side``."""
+    return "--" + name.replace("_", "-")
+
+
+def given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The options among ``names`` that the user set (None means: library default)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def add_scorer_arguments(parser: argparse.ArgumentParser, *, with_method: bool = True) -> None:
+    path_defaults = DensePathConfig()
+    group = parser.add_argument_group("GEM scorer (open_clip)")
+    group.add_argument(
+        "--clip-model",
+        default=DEFAULT_CLIP_MODEL,
+        metavar="NAME",
+        help=f"open_clip model name, e.g. ViT-B-16, ViT-L-14, ViT-B-16-quickgelu (default: {DEFAULT_CLIP_MODEL})",
+    )
+    group.add_argument(
+        "--pretrained",
+        default=DEFAULT_PRETRAINED,
+        metavar="TAG_OR_FILE",
+        help="open_clip pretrained tag (openai, metaclip_400m, laion2b_s34b_b88k, ...) or a local checkpoint file "
+        f"(default: {DEFAULT_PRETRAINED})",
+    )
+    if with_method:
+        group.add_argument(
+            "--method", default="gem", choices=METHODS, help="dense path: GEM or a baseline of the paper (default: gem)"
+        )
+    group.add_argument(
+        "--gem-depth",
+        type=int,
+        default=None,
+        help=f"last ViT blocks the path spans (default for gem: {path_defaults.depth})",
+    )
+    group.add_argument(
+        "--gem-iterations",
+        type=int,
+        default=None,
+        help=f"self-self attention iterations K (default for gem: {path_defaults.iterations})",
+    )
+    group.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        help=f"prompt template with {{}} for the class; repeat to average several (default: {DEFAULT_TEMPLATES[0]!r})",
+    )
+    group.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        help=f"GEM input shortest side in pixels (default: {ScorerConfig().short_side})",
+    )
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SAM mask generator")
+    group.add_argument(
+        "--sam-model",
+        default=DEFAULT_SAM_MODEL,
+        choices=sorted(SAM_ARCHITECTURES),
+        help=f"SAM variant (default: {DEFAULT_SAM_MODEL})",
+    )
+    group.add_argument(
+        "--sam-checkpoint",
+        default=None,
+        metavar="FILE",
+        help="local SAM checkpoint file; without it the official file is downloaded into ~/.cache/gem_sam",
+    )
+    for field in dataclasses.fields(MaskGeneratorConfig):
+        default = f"{field.default:g}" if isinstance(field.default, float) else field.default
+        group.add_argument(
+            flag(field.name),
+            type=type(field.default),
+            default=None,
+            help=f"{field.metadata['help']} (default: {default})",
+        )
+
+
+def add_device_argument(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU when there is one)"
+    )
+
+
+def generator_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The generator settings the user set, by their ``SamAutomaticMaskGenerator`` names."""
+    return given(args, [field.name for field in dataclasses.fields(MaskGeneratorConfig)])
+
+
+def scorer_from_args(args: argparse.Namespace, *, method: str) -> GemScorer:
+    return build_gem_scorer(
+        model_name=args.clip_model,
+        pretrained=args.pretrained,
+        method=method,
+        device=args.device,
+        depth=args.gem_depth,
+        iterations=args.gem_iterations,
+        templates=args.template,
+        **given(args, ["short_side"]),
+    )
+
+
+def generator_from_args(args: argparse.Namespace, *, device: Any) -> GridMaskGenerator:
+    return build_mask_generator(
+        model_type=args.sam_model, checkpoint=args.sam_checkpoint, device=device, **generator_settings(args)
+    )
+
+
+def require_folder(path: str, *, option: str) -> Path:
+    if not Path(path).is_dir():
+        missing = "" if os.path.exists(path) else " (it does not exist)"
+        raise FileNotFoundError(f"{option} {path!r} is not a folder{missing}")
+    return Path(path)

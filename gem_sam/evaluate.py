@@ -1,0 +1,239 @@
+"""Command line: p-mIoU on OpenImages V7 point labels, the paper's Table 3.
+
+    python -m gem_sam.evaluate --points oidv7-val-annotations-point-labels.csv \\
+        --classes oidv7-class-descriptions.csv --images val_images/ --method gem-sam --out report.json
+
+Images are read as ``{ImageId}.jpg`` from ``--images``. Per image, the classes with at least one
+yes-point are evaluated, prompted with their display names (see ``gem_sam.point_metric``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .cli_args import (
+    USER_ERRORS,
+    add_device_argument,
+    add_generator_arguments,
+    add_scorer_arguments,
+    generator_from_args,
+    require_folder,
+    scorer_from_args,
+)
+from .images import ImageReadError, load_image
+from .openimages import list_image_ids, read_class_descriptions, read_point_labels, select_image_ids
+from .point_metric import PointIoU, count_points
+from .point_predictor import EVAL_METHODS, OVERLAP_RULES, UNCOVERED_RULES, PointPredictor, SamRefinement
+
+# Table 3 of the paper: (p-mIoU, fps on one A6000) by (method, model family).
+PAPER_TABLE3: dict[tuple[str, str], tuple[float, float]] = {
+    ("clip", "clip"): (27.6, 42.10),
+    ("maskclip", "clip"): (42.0, 42.43),
+    ("clipsurgery", "clip"): (47.8, 38.47),
+    ("gem", "clip"): (50.9, 37.24),
+    ("gem", "metaclip"): (51.9, 37.24),
+    ("gem-sam", "clip"): (53.4, 0.45),
+    ("gem-sam", "metaclip"): (55.2, 0.45),
+}
+
+
+def model_family(pretrained: str) -> str:
+    return "metaclip" if "metaclip" in pretrained.lower() else "clip"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def evaluate_points(
+    predictor: PointPredictor,
+    *,
+    points_csv: str,
+    classes_csv: str,
+    images_dir: str,
+    image_ids: list[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``predictor`` over the selected images and return the metric and timing part of the report."""
+    class_names = read_class_descriptions(classes_csv)
+    available = list_image_ids(points_csv)
+    if image_ids is not None:
+        unknown = sorted(set(image_ids) - set(available))
+        if unknown:
+            raise ValueError(f"{len(unknown)} image id(s) are not in {points_csv!r}, e.g. {unknown[0]!r}")
+        available = sorted(set(image_ids))
+    selected = select_image_ids(available, limit=limit, seed=seed)
+    points = read_point_labels(points_csv, image_ids=selected, classes=class_names)
+
+    metric = PointIoU()
+    missing: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    evaluated = 0
+    model_seconds = 0.0
+    start = time.perf_counter()
+    bar = tqdm(selected, desc="evaluating", unit="img", disable=not progress)
+    for image_id in bar:
+        labels = points.get(image_id)
+        if labels is None or not labels.evaluated_classes():
+            continue
+        path = Path(images_dir) / f"{image_id}.jpg"
+        if not path.exists():
+            missing.append(image_id)
+            continue
+        try:
+            image = load_image(path)
+        except ImageReadError as error:
+            unreadable.append((image_id, str(error)))
+            continue
+        mids = labels.evaluated_classes()
+        model_start = time.perf_counter()
+        inside = predictor.inside(image, [class_names[mid] for mid in mids], labels.x, labels.y)  # [C, P]
+        model_seconds += time.perf_counter() - model_start
+        for row, mid in enumerate(mids):
+            of_class = [index for index, label in enumerate(labels.label) if label == mid]
+            metric.add(mid, count_points(inside[row, of_class], labels.answer[of_class]))
+        evaluated += 1
+        bar.set_postfix(p_miou=f"{100 * metric.p_miou:.1f}")
+    total_seconds = time.perf_counter() - start
+    return {
+        "p_miou": 100 * metric.p_miou,
+        "p_miou_per_pair": 100 * metric.p_miou_per_pair,
+        "n_images": evaluated,
+        "n_classes": metric.n_classes,
+        "n_pairs": len(metric.pair_ious),
+        "n_selected": len(selected),
+        "missing_images": missing,
+        "unreadable_images": [{"image_id": i, "reason": r} for i, r in unreadable],
+        "fps": evaluated / total_seconds if total_seconds and evaluated else None,
+        "fps_model": evaluated / model_seconds if model_seconds and evaluated else None,
+        "seconds": total_seconds,
+    }
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    paper = PAPER_TABLE3.get((report["method"], model_family(report["model"]["pretrained"])))
+    paper_miou, paper_fps = (f"{paper[0]:.1f}", f"{paper[1]:.2f}") if paper else ("-", "-")
+    fps = f"{report['fps']:.2f}" if report["fps"] else "-"
+    fps_model = f"{report['fps_model']:.2f}" if report["fps_model"] else "-"
+    return "\n".join(
+        [
+            "| method | model | images | p-mIoU | p-mIoU per pair | fps (all / model), device | "
+            "paper p-mIoU | paper fps (A6000) |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {report['method']} | {report['model']['clip_model']} {report['model']['pretrained']} | "
+            f"{report['n_images']} | {report['p_miou']:.1f} | {report['p_miou_per_pair']:.1f} | "
+            f"{fps} / {fps_model}, {report['device']} | {paper_miou} | {paper_fps} |",
+        ]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gem_sam.evaluate",
+        description=(
+            "p-mIoU on OpenImages V7 point labels (Table 3 of the GEM paper) for GEM, GEM-SAM and the "
+            "training-free baselines. Per image, each class with a yes-point is predicted from its display "
+            "name; TP / FP / FN count the yes- and no-points inside and outside the predicted mask."
+        ),
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--points", required=True, metavar="CSV", help="oidv7-*-annotations-point-labels.csv")
+    data.add_argument("--classes", required=True, metavar="CSV", help="oidv7-class-descriptions.csv")
+    data.add_argument("--images", required=True, metavar="DIR", help="folder with {ImageId}.jpg")
+    data.add_argument("--limit", type=int, default=None, help="evaluate N images drawn with --seed (default: all)")
+    data.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default: 0)")
+    data.add_argument("--image-ids", default=None, metavar="FILE", help="evaluate only these ids (one per line)")
+    data.add_argument("--out", default="report.json", metavar="FILE", help="report JSON (default: report.json)")
+    data.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    method = parser.add_argument_group("method")
+    method.add_argument("--method", default="gem", choices=EVAL_METHODS, help="row of Table 3 (default: gem)")
+    method.add_argument(
+        "--sam-overlap",
+        default=None,
+        choices=OVERLAP_RULES,
+        help="gem-sam: pixel covered by several masks "
+        f"takes the largest mask mean or the smallest mask's (default: {SamRefinement().overlap})",
+    )
+    method.add_argument(
+        "--sam-uncovered",
+        default=None,
+        choices=UNCOVERED_RULES,
+        help=f"gem-sam: pixels no mask covers keep the GEM map value or get 0 (default: {SamRefinement().uncovered})",
+    )
+    add_scorer_arguments(parser, with_method=False)
+    add_generator_arguments(parser)
+    add_device_argument(parser.add_argument_group("device"))
+    parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        require_folder(args.images, option="--images")
+        for option, path in (("--points", args.points), ("--classes", args.classes)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{option} file {path!r} does not exist")
+        if not Path(args.out).resolve().parent.is_dir():
+            raise FileNotFoundError(f"the folder of --out {args.out!r} does not exist")
+        image_ids = None
+        if args.image_ids is not None:
+            lines = Path(args.image_ids).read_text(encoding="utf-8").split()
+            image_ids = [line.strip() for line in lines if line.strip()]
+        refinement = SamRefinement(
+            **{k: v for k, v in {"overlap": args.sam_overlap, "uncovered": args.sam_uncovered}.items() if v}
+        )
+        dense_method = "gem" if args.method == "gem-sam" else args.method
+        scorer = scorer_from_args(args, method=dense_method)
+        generator = generator_from_args(args, device=scorer.device) if args.method == "gem-sam" else None
+        predictor = PointPredictor(method=args.method, scorer=scorer, mask_generator=generator, refinement=refinement)
+        results = evaluate_points(
+            predictor,
+            points_csv=args.points,
+            classes_csv=args.classes,
+            images_dir=args.images,
+            image_ids=image_ids,
+            limit=args.limit,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    settings: dict[str, Any] = {"scorer": dataclasses.asdict(scorer.config), "limit": args.limit, "seed": args.seed}
+    if generator is not None:
+        settings["mask_generator"] = dataclasses.asdict(generator.config)
+        settings["sam_refinement"] = dataclasses.asdict(refinement)
+        settings["sam_model"] = args.sam_model
+    report = {
+        "method": args.method,
+        "model": {"clip_model": args.clip_model, "pretrained": args.pretrained},
+        "device": device_name(scorer.device),
+        "settings": settings,
+        **results,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(markdown_table(report))
+    if results["missing_images"]:
+        print(f"{len(results['missing_images'])} image(s) listed in the CSV were not found in {args.images}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Per-class predicted masks, read at labelled points, for the methods of the paper's Table 3.
+
+Every method starts from a similarity map per class, bilinearly upsampled to the image and min-max
+scaled per class to [0, 1]; a point is inside the predicted mask when its value is at least 0.5.
+
+* ``gem``, ``clip``, ``maskclip``, ``clipsurgery``: the scaled map of that dense path itself.
+* ``gem-sam``: the GEM map refined by SAM grid masks. Each mask takes the mean of the scaled map inside
+  it (the labelling pipeline's exact pooling). A pixel covered by several masks takes the largest of
+  their means (``overlap="max"``) or the mean of the smallest covering mask (``overlap="smallest"``);
+  a pixel that no mask covers keeps the scaled map's value (``uncovered="map"``) or gets 0
+  (``uncovered="zero"``). The refined values are not scaled again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .mask_generator import GridMaskGenerator
+from .mask_ops import decode_rle, masks_per_chunk, pool_in_masks
+from .scorer import GemScorer
+
+EVAL_METHODS: tuple[str, ...] = ("gem", "gem-sam", "clip", "maskclip", "clipsurgery")
+OVERLAP_RULES: tuple[str, ...] = ("max", "smallest")
+UNCOVERED_RULES: tuple[str, ...] = ("map", "zero")
+THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class SamRefinement:
+    """How ``gem-sam`` turns mask means into per-pixel values (see the module docstring)."""
+
+    overlap: str = "max"  # max | smallest
+    uncovered: str = "map"  # map | zero
+
+    def __post_init__(self) -> None:
+        if self.overlap not in OVERLAP_RULES:
+            raise ValueError(f"overlap rule {self.overlap!r} is not one of {', '.join(OVERLAP_RULES)}")
+        if self.uncovered not in UNCOVERED_RULES:
+            raise ValueError(f"uncovered rule {self.uncovered!r} is not one of {', '.join(UNCOVERED_RULES)}")
+
+
+def refine_with_masks(
+    mask_means: np.ndarray, covering: np.ndarray, areas: np.ndarray, map_values: np.ndarray, rule: SamRefinement
+) -> np.ndarray:
+    """Per-point values [C, P] from masks.
+
+    mask_means: [M, C] mean scaled map inside each mask; covering: [M, P] bool, mask m covers point p;
+    areas: [M] mask pixel counts; map_values: [C, P] scaled map at the points.
+    """
+    covered = covering.any(axis=0)  # [P]
+    if rule.overlap == "max":
+        candidates = np.where(covering[:, None, :], mask_means[:, :, None], -np.inf)  # [M, C, P]
+        refined = candidates.max(axis=0) if len(mask_means) else np.full(map_values.shape, -np.inf)
+    else:
+        sized = np.where(covering, areas[:, None], np.inf)  # [M, P]
+        smallest = sized.argmin(axis=0) if len(mask_means) else np.zeros(covering.shape[1], dtype=int)
+        refined = mask_means[smallest].T if len(mask_means) else np.zeros_like(map_values)  # [C, P]
+    fallback = map_values if rule.uncovered == "map" else np.zeros_like(map_values)
+    return np.where(covered[None, :], refined, fallback)
+
+
+class PointPredictor:
+    """Decides, per class, which labelled points of an image fall inside the predicted mask."""
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        scorer: GemScorer,
+        mask_generator: GridMaskGenerator | None = None,
+        refinement: SamRefinement = SamRefinement(),
+    ) -> None:
+        if method not in EVAL_METHODS:
+            raise ValueError(f"method {method!r} is not one of {', '.join(EVAL_METHODS)}")
+        if method == "gem-sam" and mask_generator is None:
+            raise ValueError("method gem-sam needs a SAM mask generator")
+        self.method = method
+        self.scorer = scorer
+        self.mask_generator = mask_generator
+        self.refinement = refinement
+        self._text: dict[str, torch.Tensor] = {}  # class name -> embedding, computed once per name
+
+    def text_embeddings(self, class_names: Sequence[str]) -> torch.Tensor:
+        """[C, E] embeddings; each class name is encoded once per run."""
+        new = [name for name in dict.fromkeys(class_names) if name not in self._text]
+        if new:
+            self._text.update(zip(new, self.scorer.encode_text(new), strict=True))
+        return torch.stack([self._text[name] for name in class_names])
+
+    @torch.no_grad()
+    def inside(self, image_rgb: np.ndarray, class_names: Sequence[str], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """[C, P] bool: point p (normalised x, y) is inside the predicted mask of class c."""
+        from .point_metric import points_to_pixels
+
+        size_hw = image_rgb.shape[:2]
+        rows, cols = points_to_pixels(x, y, size_hw=size_hw)
+        similarity = self.scorer.patch_similarity(self.scorer.preprocess(image_rgb), self.text_embeddings(class_names))
+        upsampled = F.interpolate(similarity, size=size_hw, mode="bilinear", align_corners=False)[0]  # [C, H, W]
+        low = upsampled.flatten(1).min(dim=1).values
+        span = (upsampled.flatten(1).max(dim=1).values - low).clamp(min=1e-8)
+        rows_t, cols_t = torch.from_numpy(rows), torch.from_numpy(cols)
+        map_values = ((upsampled[:, rows_t, cols_t] - low[:, None]) / span[:, None]).cpu().numpy()  # [C, P]
+        if self.method != "gem-sam":
+            return map_values >= THRESHOLD
+
+        records = self.mask_generator.generate(image_rgb)
+        means, covering, areas = [], [], []
+        step = masks_per_chunk(size_hw)
+        for start in range(0, len(records), step):
+            chunk = records[start : start + step]
+            masks = torch.from_numpy(np.stack([decode_rle(record["segmentation"]) for record in chunk]))
+            pooled = pool_in_masks(similarity[0], masks)  # [m, C] mean raw similarity (exact)
+            means.append(((pooled - low.cpu()) / span.cpu()).numpy())
+            covering.append(masks[:, rows_t, cols_t].numpy())
+            areas.append(np.array([record["area"] for record in chunk]))
+        if not records:
+            means, covering, areas = [np.zeros((0, len(class_names)))], [np.zeros((0, len(x)), bool)], [np.zeros(0)]
+        values = refine_with_masks(
+            np.concatenate(means), np.concatenate(covering), np.concatenate(areas), map_values, self.refinement
+        )
+        return values >= THRESHOLD

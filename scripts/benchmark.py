@@ -1,0 +1,210 @@
+"""Speed, memory and parity of gem_sam against the reference pipeline, in one run.
+
+    python scripts/benchmark.py --images 2 --json benchmark.json
+
+For each scenario of generator settings, the same photos (scikit-image photos resized to 640x480),
+checkpoints and settings go through:
+
+* the reference: ``segment_anything.SamAutomaticMaskGenerator`` (coco_rle output), then labelling as a
+  straightforward implementation does it: text embeddings computed for the image, the GEM similarity
+  upsampled to [C, H, W], and its mean taken inside each full-resolution mask;
+* ours: ``GridMaskGenerator`` and ``AutoLabeller`` (text embedded once per run, exact pooling at patch
+  resolution).
+
+Each side runs in its own process, so that its peak resident memory is its own. Times are per image,
+after one warm-up image that is not counted. Without checkpoint files, random-init checkpoints of the
+real architectures are written to a temporary folder (real weights change which masks pass the
+filters, and so the times: the ``all-pass`` scenario, where every candidate passes the predicted-IoU
+filter, bounds our time from above).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCENARIOS = {
+    "default": {},  # SamAutomaticMaskGenerator's defaults
+    "all-pass": {"pred_iou_thresh": 0.0},  # every candidate passes the IoU filter: our worst case
+}
+COCO_CLASSES = (
+    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
+    "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "
+    "tie suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
+    "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
+    "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote "
+    "keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
+    "hair_drier toothbrush"
+)
+PHOTOS = ("coffee.png", "astronaut.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg")
+
+
+def load_photos(count: int) -> list[np.ndarray]:
+    import skimage
+    from PIL import Image
+
+    folder = Path(skimage.__file__).parent / "data"
+    names = [PHOTOS[i % len(PHOTOS)] for i in range(count + 1)]  # + 1 warm-up image
+    return [np.asarray(Image.open(folder / name).convert("RGB").resize((640, 480), Image.BICUBIC)) for name in names]
+
+
+def write_random_checkpoints(folder: Path, *, sam_model: str, clip_model: str) -> tuple[str, str]:
+    import open_clip
+    import torch
+
+    from gem_sam.sam_model import SAM_ARCHITECTURES, build_sam_model
+
+    torch.manual_seed(0)
+    sam_path, clip_path = folder / f"sam_{sam_model}_random.pth", folder / f"{clip_model}_random.pt"
+    torch.save(build_sam_model(SAM_ARCHITECTURES[sam_model]).state_dict(), sam_path)
+    torch.save(open_clip.create_model(clip_model, pretrained=None).state_dict(), clip_path)
+    return str(sam_path), str(clip_path)
+
+
+def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue) -> None:
+    """One side of the comparison, in its own process; puts its timings and masks on ``queue``."""
+    import torch
+    import torch.nn.functional as F
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from gem_sam import AutoLabeller, MaskGeneratorConfig, build_gem_scorer, build_mask_generator
+    from gem_sam.mask_ops import decode_rle
+
+    torch.set_grad_enabled(False)
+    vocabulary = [name.replace("_", " ") for name in COCO_CLASSES.split()]  # the 80 COCO classes
+    scorer = build_gem_scorer(model_name=args["clip_model"], pretrained=args["clip_checkpoint"], device=args["device"])
+    generator = build_mask_generator(
+        model_type=args["sam_model"], checkpoint=args["sam_checkpoint"], device=args["device"], **settings
+    )
+    if side == "ours":
+        labeller = AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=vocabulary)
+        generate = generator.generate
+        name = labeller.name_masks
+    else:
+        config = MaskGeneratorConfig(**settings)
+        reference = SamAutomaticMaskGenerator(generator.sam, output_mode="coco_rle", **config.reference_kwargs())
+        generate = reference.generate
+
+        def name(image, records):  # the straightforward labelling: text per image, full-size maps
+            text = scorer.encode_text(vocabulary)
+            similarity = scorer.patch_similarity(scorer.preprocess(image), text)  # [1, C, h, w]
+            maps = F.interpolate(similarity, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+            out = []
+            for record in records:
+                mask = torch.from_numpy(decode_rle(record["segmentation"]))
+                pooled = maps[:, mask].mean(dim=1)
+                out.append(int(pooled.argmax()))
+            return out
+
+    amg_seconds, label_seconds, all_records = [], [], []
+    for index, image in enumerate(load_photos(args["images"])):
+        start = time.perf_counter()
+        records = generate(image)
+        middle = time.perf_counter()
+        name(image, records)
+        end = time.perf_counter()
+        if index > 0:  # the first image warms up
+            amg_seconds.append(middle - start)
+            label_seconds.append(end - middle)
+            all_records.append(records)
+    queue.put(
+        {
+            "amg_seconds": amg_seconds,
+            "label_seconds": label_seconds,
+            "records": all_records,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+
+
+def run_in_process(side: str, args: dict, settings: dict) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=run_side, args=(side, args, settings, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2, help="timed images per scenario (plus one warm-up)")
+    parser.add_argument("--sam-model", default="vit_b")
+    parser.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint (default: random-init, written here)")
+    parser.add_argument("--clip-model", default="ViT-B-16")
+    parser.add_argument("--clip-checkpoint", default=None, help="open_clip checkpoint file or tag (default: random)")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    temporary = tempfile.TemporaryDirectory()
+    if args.sam_checkpoint is None or args.clip_checkpoint is None:
+        sam_path, clip_path = write_random_checkpoints(
+            Path(temporary.name), sam_model=args.sam_model, clip_model=args.clip_model
+        )
+        args.sam_checkpoint = args.sam_checkpoint or sam_path
+        args.clip_checkpoint = args.clip_checkpoint or clip_path
+        print("weights: random-init checkpoints of the real architectures (no trained weights here)")
+    side_args = {key: getattr(args, key) for key in ("images", "sam_model", "sam_checkpoint", "clip_model", "device")}
+    side_args["clip_checkpoint"] = args.clip_checkpoint
+
+    from gem_sam.parity import compare_mask_records
+
+    results = {}
+    scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    for scenario in scenarios:
+        settings = SCENARIOS[scenario]
+        reference = run_in_process("reference", side_args, settings)
+        ours = run_in_process("ours", side_args, settings)
+        parities = [compare_mask_records(a, b) for a, b in zip(ours["records"], reference["records"], strict=True)]
+        ref_amg, our_amg = np.mean(reference["amg_seconds"]), np.mean(ours["amg_seconds"])
+        ref_all = ref_amg + np.mean(reference["label_seconds"])
+        our_all = our_amg + np.mean(ours["label_seconds"])
+        results[scenario] = {
+            "settings": settings,
+            "images": args.images,
+            "masks_per_image": [len(r) for r in ours["records"]],
+            "reference_amg_seconds": float(ref_amg),
+            "ours_amg_seconds": float(our_amg),
+            "amg_speedup": float(ref_amg / our_amg),
+            "reference_pipeline_seconds": float(ref_all),
+            "ours_pipeline_seconds": float(our_all),
+            "pipeline_speedup": float(ref_all / our_all),
+            "mask_parity": {
+                "holds": all(p.holds() for p in parities),
+                "worst_iou": min(p.worst_iou for p in parities),
+                "max_score_difference": max(p.max_score_difference for p in parities),
+            },
+            "peak_rss_mb": {"reference": reference["peak_rss_mb"], "ours": ours["peak_rss_mb"]},
+        }
+        row = results[scenario]
+        print(
+            f"[{scenario}] {args.sam_model}, 640x480, {args.images} image(s), masks/image {row['masks_per_image']}\n"
+            f"  mask generator: reference {ref_amg:.1f} s, ours {our_amg:.1f} s, speed-up {row['amg_speedup']:.2f}x\n"
+            f"  whole labelling: reference {ref_all:.1f} s, ours {our_all:.1f} s, "
+            f"speed-up {row['pipeline_speedup']:.2f}x\n"
+            f"  parity: {row['mask_parity']}\n"
+            f"  peak RSS: reference {reference['peak_rss_mb']:.0f} MB, ours {ours['peak_rss_mb']:.0f} MB"
+        )
+    summary = dict(results[scenarios[0]])
+    summary["mask_parity"] = all(r["mask_parity"]["holds"] for r in results.values())
+    summary["worst_iou"] = min(r["mask_parity"]["worst_iou"] for r in results.values())
+    summary["scenarios"] = results
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

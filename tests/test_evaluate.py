@@ -1,0 +1,122 @@
+"""Evaluation on a small dataset in the official OpenImages V7 format, written by the test."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gem_sam.evaluate import evaluate_points, main
+
+from .conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, TINY_SAM_NAME, small_photo
+
+POINTS = [  # ImageId, X, Y, Label, answer
+    ("img_a", 0.2, 0.2, "/m/cat", "yes"),
+    ("img_a", 0.8, 0.2, "/m/cat", "yes"),
+    ("img_a", 0.1, 0.9, "/m/cat", "no"),
+    ("img_a", 0.5, 0.9, "/m/dog", "no"),  # dog has no yes-point in img_a: not evaluated there
+    ("img_b", 0.3, 0.1, "/m/dog", "yes"),
+    ("img_b", 0.3, 0.7, "/m/dog", "yes"),
+    ("img_b", 0.3, 0.2, "/m/dog", "unsure"),
+    ("img_b", 0.1, 0.5, "/m/cat", "yes"),
+    ("img_c", 0.9, 0.9, "/m/cat", "yes"),
+    ("img_c", 0.6, 0.1, "/m/cat", "no"),
+    ("img_missing", 0.5, 0.5, "/m/cat", "yes"),
+]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> dict[str, str]:
+    images = tmp_path / "images"
+    images.mkdir()
+    for image_id, photo in [("img_a", "astronaut.png"), ("img_b", "coffee.png"), ("img_c", "chelsea.png")]:
+        small_photo(photo, long_side=96).convert("RGB").save(images / f"{image_id}.jpg")
+    points = tmp_path / "points.csv"
+    rows = ["ImageId,Source,X,Y,Label,EstimatedYesNo,YesVotes,NoVotes,UnsureVotes,TextLabel"]
+    rows += [f"{i},ih,{x},{y},{label},{answer},1,0,0," for i, x, y, label, answer in POINTS]
+    points.write_text("\n".join(rows) + "\n")
+    classes = tmp_path / "classes.csv"
+    classes.write_text("LabelName,DisplayName\n/m/cat,Cat\n/m/dog,Dog\n/m/car,Car\n")
+    return {"points": str(points), "classes": str(classes), "images": str(images)}
+
+
+class FixedMaps:
+    """Predicts 'cat' left of the middle (x < 0.5) and 'dog' in the top half (y < 0.5)."""
+
+    def inside(self, image, class_names, x, y):
+        rules = {"Cat": x < 0.5, "Dog": y < 0.5}
+        return np.stack([rules[name] for name in class_names])
+
+
+def test_metric_on_given_maps_by_hand(dataset) -> None:
+    report = evaluate_points(
+        FixedMaps(),
+        points_csv=dataset["points"],
+        classes_csv=dataset["classes"],
+        images_dir=dataset["images"],
+        progress=False,
+    )
+    # cat: img_a (TP 1, FP 1, FN 1), img_b (1, 0, 0), img_c (0, 0, 1) -> 2 / 5; dog: img_b (1, 0, 1) -> 1 / 2
+    assert report["p_miou"] == pytest.approx(100 * (0.4 + 0.5) / 2)
+    assert report["p_miou_per_pair"] == pytest.approx(100 * (1 / 3 + 1 / 2 + 1 + 0) / 4)
+    assert (report["n_images"], report["n_classes"], report["n_pairs"]) == (3, 2, 4)
+    assert report["missing_images"] == ["img_missing"]
+
+
+def test_limit_and_image_ids(dataset, tmp_path) -> None:
+    report = evaluate_points(FixedMaps(), **_paths(dataset), image_ids=["img_b"], progress=False)
+    assert report["n_images"] == 1 and report["p_miou"] == pytest.approx(100 * (0.5 + 1.0) / 2)
+    limited = evaluate_points(FixedMaps(), **_paths(dataset), limit=2, seed=1, progress=False)
+    assert limited["n_selected"] == 2
+    with pytest.raises(ValueError, match="not in"):
+        evaluate_points(FixedMaps(), **_paths(dataset), image_ids=["nope"], progress=False)
+
+
+def _paths(dataset):
+    return {"points_csv": dataset["points"], "classes_csv": dataset["classes"], "images_dir": dataset["images"]}
+
+
+@pytest.mark.parametrize("method", ["gem", "gem-sam", "clip", "maskclip", "clipsurgery"])
+def test_every_method_end_to_end(method, dataset, tmp_path, tiny_clip_checkpoint, tiny_sam_checkpoint) -> None:
+    out = tmp_path / "report.json"
+    argv = [
+        "--points", dataset["points"], "--classes", dataset["classes"], "--images", dataset["images"],
+        "--method", method, "--out", str(out), "--quiet", "--device", "cpu",
+        "--clip-model", TINY_CLIP_NAME, "--pretrained", str(tiny_clip_checkpoint),
+        "--sam-model", TINY_SAM_NAME, "--sam-checkpoint", str(tiny_sam_checkpoint), "--points-per-side", "3",
+        "--pred-iou-thresh", str(LOOSE_SETTINGS["pred_iou_thresh"]),
+        "--stability-score-thresh", str(LOOSE_SETTINGS["stability_score_thresh"]),
+    ]  # fmt: skip
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(argv) == 0
+    report = json.loads(out.read_text())
+    for key in (
+        "p_miou",
+        "p_miou_per_pair",
+        "n_images",
+        "n_classes",
+        "fps",
+        "fps_model",
+        "method",
+        "model",
+        "settings",
+    ):
+        assert key in report
+    assert report["method"] == method and report["n_images"] == 3 and report["n_classes"] == 2
+    assert 0.0 <= report["p_miou"] <= 100.0 and report["fps"] > 0
+    assert ("sam_refinement" in report["settings"]) == (method == "gem-sam")
+    table = stdout.getvalue()
+    assert f"| {method} |" in table and "paper fps (A6000)" in table
+
+
+def test_bad_data_paths(dataset, tmp_path) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["--points", str(tmp_path / "none.csv"), "--classes", dataset["classes"],
+                     "--images", dataset["images"], "--pretrained", "x.pt", "--quiet"])  # fmt: skip
+    assert code == 2 and "none.csv" in err.getvalue() and "does not exist" in err.getvalue()
