@@ -115,16 +115,23 @@ def generator_settings(args: argparse.Namespace) -> dict[str, Any]:
     return given(args, [field.name for field in dataclasses.fields(MaskGeneratorConfig)])
 
 
+def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of ``build_gem_scorer`` besides model, weights, method and device."""
+    return {
+        "depth": args.gem_depth,
+        "iterations": args.gem_iterations,
+        "templates": args.template,
+        **given(args, ["short_side"]),
+    }
+
+
 def scorer_from_args(args: argparse.Namespace, *, method: str) -> GemScorer:
     return build_gem_scorer(
         model_name=args.clip_model,
         pretrained=args.pretrained,
         method=method,
         device=args.device,
-        depth=args.gem_depth,
-        iterations=args.gem_iterations,
-        templates=args.template,
-        **given(args, ["short_side"]),
+        **scorer_options(args),
     )
 
 

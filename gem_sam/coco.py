@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class LabelledImage:
@@ -105,33 +107,16 @@ def write_coco_streaming(
                 annotations.write("," if count > 1 else "")
                 annotations.write(json.dumps(_coco_annotation(annotation, annotation_id=count, image_id=image_id)))
         annotations.seek(0)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write('{"info": ' + json.dumps(info or {"description": "gem_sam open-vocabulary masks"}))
-                out.write(', "images": ' + json.dumps(image_entries) + ', "annotations": [')
-                for chunk in iter(lambda: annotations.read(1 << 20), ""):
-                    out.write(chunk)
-                out.write('], "categories": ' + json.dumps(categories(vocabulary)) + "}")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        with atomic_write(path) as out:
+            out.write('{"info": ' + json.dumps(info or {"description": "gem_sam open-vocabulary masks"}))
+            out.write(', "images": ' + json.dumps(image_entries) + ', "annotations": [')
+            for chunk in iter(lambda: annotations.read(1 << 20), ""):
+                out.write(chunk)
+            out.write('], "categories": ' + json.dumps(categories(vocabulary)) + "}")
     return count
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Write JSON to ``path`` atomically (see ``atomic_write``)."""
+    with atomic_write(path) as out:
+        json.dump(data, out, ensure_ascii=False)

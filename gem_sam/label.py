@@ -6,7 +6,6 @@ python -m gem_sam.label --images DIR --vocab vocab.txt --out annotations.json
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from . import __version__
@@ -15,15 +14,15 @@ from .cli_args import (
     add_device_argument,
     add_generator_arguments,
     add_scorer_arguments,
-    generator_from_args,
     generator_settings,
     given,
     require_folder,
-    scorer_from_args,
+    scorer_options,
 )
+from .labeller_spec import LabellerSpec
 from .labelling import LabelConfig
 from .mask_generator import MaskGeneratorConfig
-from .pipeline import AutoLabeller, label_folder
+from .pipeline import label_folder
 from .run_store import RunMismatchError
 from .vocab import read_vocabulary
 
@@ -67,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop masks whose class probability (softmax over the vocabulary) is below this (default: 0, keep all)",
     )
     add_device_argument(run)
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run with Ray Data, one model replica per worker: without ADDRESS on a local Ray runtime, "
+        "with ADDRESS (e.g. ray://head:10001 or auto) on that cluster; needs gem_sam[ray]",
+    )
+    run.add_argument(
+        "--ray-workers", type=int, default=None, help="model replicas with --ray (default: one per GPU, else 1)"
+    )
     parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
     return parser
 
@@ -75,33 +86,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        vocabulary = read_vocabulary(args.vocab)
-        label_config = LabelConfig(**given(args, ["min_score"]))
-        generator_config = MaskGeneratorConfig(**generator_settings(args))
         require_folder(args.images, option="--images")
-        scorer = scorer_from_args(args, method=args.method)
-        generator = generator_from_args(args, device=scorer.device)
-        labeller = AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=vocabulary, config=label_config)
-        settings = {
-            "vocabulary": vocabulary,
-            "clip_model": args.clip_model,
-            "pretrained": args.pretrained,
-            "scorer": dataclasses.asdict(scorer.config),
-            "sam_model": args.sam_model,
-            "sam_checkpoint": args.sam_checkpoint,
-            "mask_generator": dataclasses.asdict(generator_config),
-            "labelling": dataclasses.asdict(label_config),
-        }
-        summary = label_folder(
-            labeller,
-            images_dir=args.images,
-            out_path=args.out,
-            settings=settings,
-            restart=args.restart,
-            progress=not args.quiet,
-            overlay_dir=args.save_overlays,
+        spec = LabellerSpec(
+            vocabulary=tuple(read_vocabulary(args.vocab)),
+            clip_model=args.clip_model,
+            pretrained=args.pretrained,
+            method=args.method,
+            scorer_options=scorer_options(args),
+            sam_model=args.sam_model,
+            sam_checkpoint=args.sam_checkpoint,
+            generator=MaskGeneratorConfig(**generator_settings(args)),
+            labelling=LabelConfig(**given(args, ["min_score"])),
+            device=args.device,
         )
-    except (*USER_ERRORS, RunMismatchError) as error:
+        run_options = {
+            "images_dir": args.images,
+            "out_path": args.out,
+            "restart": args.restart,
+            "progress": not args.quiet,
+            "overlay_dir": args.save_overlays,
+        }
+        if args.ray is not None:
+            from .ray_engine import label_folder_ray
+
+            address = None if args.ray == "local" else args.ray
+            summary = label_folder_ray(spec, address=address, workers=args.ray_workers, **run_options)
+        else:
+            summary = label_folder(spec.build(), settings=spec.settings(), **run_options)
+    except (*USER_ERRORS, RunMismatchError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for line in summary.lines():

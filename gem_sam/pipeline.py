@@ -140,6 +140,33 @@ class RunSummary:
         return out
 
 
+def prepare_run(
+    *, images_dir: str | os.PathLike, out_path: str | os.PathLike, settings: dict[str, Any], restart: bool
+) -> tuple[list[Path], RunStore]:
+    """The images of a folder run (relative paths, sorted) and its checked records folder."""
+    files = find_images(images_dir)
+    if not files:
+        raise FileNotFoundError(f"no images found in {str(images_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files, RunStore(out_path, settings=settings, restart=restart)
+
+
+def finish_run(
+    store: RunStore, *, done: list[str], vocabulary: Sequence[str], summary: RunSummary, settings: dict[str, Any]
+) -> RunSummary:
+    """Assemble the COCO file from the records of ``done`` and write the list of skipped files."""
+    summary.masks = write_coco_streaming(
+        (store.load(name) for name in sorted(done)),
+        vocabulary,
+        store.out_path,
+        info={"description": "gem_sam", "settings": settings},
+    )
+    write_json_atomic(
+        [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
+        Path(f"{store.out_path}.skipped.json"),
+    )
+    return summary
+
+
 def label_folder(
     labeller: AutoLabeller,
     *,
@@ -158,10 +185,7 @@ def label_folder(
     of each labelled image is written there (same relative path, ``.jpg``).
     """
     images_dir = Path(images_dir)
-    files = find_images(images_dir)
-    if not files:
-        raise FileNotFoundError(f"no images found in {str(images_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    store = RunStore(out_path, settings=settings, restart=restart)
+    files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
     summary = RunSummary()
     done: list[str] = []
     start = time.perf_counter()
@@ -181,15 +205,4 @@ def label_folder(
             summary.labelled += 1
             done.append(name)
     summary.seconds = time.perf_counter() - start
-
-    summary.masks = write_coco_streaming(
-        (store.load(name) for name in sorted(done)),
-        labeller.vocabulary,
-        out_path,
-        info={"description": "gem_sam", "settings": settings},
-    )
-    write_json_atomic(
-        [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
-        Path(f"{out_path}.skipped.json"),
-    )
-    return summary
+    return finish_run(store, done=done, vocabulary=labeller.vocabulary, summary=summary, settings=settings)

@@ -56,6 +56,16 @@ class RunStore:
                 record.unlink()
         write_json_atomic(self.settings, manifest)
 
+    @classmethod
+    def attach(cls, out_path: str | os.PathLike) -> RunStore:
+        """The records folder of a run that a ``RunStore(...)`` in another process has set up and
+        checked (for worker processes, which only save and read records)."""
+        store = cls.__new__(cls)
+        store.out_path = Path(out_path)
+        store.folder = store.out_path.parent / f"{store.out_path.name}.records"
+        store.settings = json.loads((store.folder / "run.json").read_text(encoding="utf-8"))
+        return store
+
     def _record_path(self, file_name: str) -> Path:
         digest = hashlib.sha1(file_name.encode("utf-8")).hexdigest()
         return self.folder / f"img-{digest}.json"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
+from .atomic import atomic_write
 
 CHECKPOINTS_README = "checkpoints/README.md in the gem_sam repository"
 
@@ -49,15 +50,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GEM_SAM_CACHE", Path.home() / ".cache" / "gem_sam"))
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_checkpoint(entry: CheckpointFile, *, target_dir: Path, progress: bool = True) -> Path:
     """Download ``entry`` into ``target_dir`` unless already there; the SHA-256 must match.
 
@@ -68,24 +60,22 @@ def download_checkpoint(entry: CheckpointFile, *, target_dir: Path, progress: bo
     if target.is_file():
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target_dir, prefix=entry.file_name, suffix=".partial")
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
+        with atomic_write(target, binary=True) as out, urllib.request.urlopen(entry.url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
-            from tqdm import tqdm
-
+            digest = hashlib.sha256()
             with tqdm(
                 total=total or None, unit="B", unit_scale=True, desc=entry.file_name, disable=not progress
             ) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
+                    digest.update(chunk)
                     bar.update(len(chunk))
-        actual = sha256_of(partial)
-        if actual != entry.sha256:
-            raise RuntimeError(
-                f"downloaded {entry.url} has SHA-256 {actual}, expected {entry.sha256}; the file was discarded"
-            )
-        shutil.move(partial, target)
+            if digest.hexdigest() != entry.sha256:
+                raise RuntimeError(
+                    f"downloaded {entry.url} has SHA-256 {digest.hexdigest()}, expected {entry.sha256}; "
+                    "the file was discarded"
+                )
         return target
     except (urllib.error.URLError, OSError) as error:
         raise FileNotFoundError(
@@ -93,9 +83,6 @@ def download_checkpoint(entry: CheckpointFile, *, target_dir: Path, progress: bo
             f"({error}). Download it on a machine with internet and pass its path, or put it in {target_dir}; "
             f"see {CHECKPOINTS_README}"
         ) from error
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def resolve_sam_checkpoint(model_type: str, checkpoint: str | os.PathLike | None) -> Path:

@@ -35,6 +35,12 @@ def register_clip_config(folder: Path, name: str, config: dict) -> None:
     open_clip.add_model_config(folder)
 
 
+def register_tiny_models(config_folder: Path) -> None:
+    """Make the tiny test architectures buildable by name in this process."""
+    register_clip_config(config_folder, TINY_CLIP_NAME, TINY_CLIP_CONFIG)
+    register_sam_architecture(TINY_SAM_NAME, TINY_SAM)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init tiny CLIP saved as an open_clip checkpoint file."""

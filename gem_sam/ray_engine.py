@@ -1,0 +1,113 @@
+"""Labelling a folder with Ray Data: one model replica per worker, on one machine or a cluster.
+
+Workers write the same per-image records as the single-process run (``RunStore``), so runs resume
+across engines and the assembled COCO file is the same. The image folder and the output folder must
+be visible to every node (a shared file system) when the run spans several machines.
+
+Install with ``pip install "gem_sam[ray]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .labeller_spec import LabellerSpec
+from .pipeline import RunSummary, finish_run, label_and_store, prepare_run
+from .run_store import RunStore
+
+
+def _import_ray():  # noqa: ANN202 - the ray module
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is the part we use
+    except ImportError as error:
+        raise ImportError('--ray needs Ray Data: pip install "gem_sam[ray]"') from error
+    return ray
+
+
+class RayLabelWorker:
+    """A Ray Data actor: builds one labeller, then labels the files of each batch into the store."""
+
+    def __init__(self, *, spec: LabellerSpec, images_dir: str, out_path: str, overlay_dir: str | None) -> None:
+        self.labeller = spec.build()
+        self.store = RunStore.attach(out_path)
+        self.images_dir = Path(images_dir)
+        self.overlay_dir = Path(overlay_dir) if overlay_dir else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        reasons = [
+            label_and_store(self.labeller, self.store, self.images_dir, Path(name), overlay_dir=self.overlay_dir) or ""
+            for name in batch["file_name"]
+        ]
+        return {"file_name": batch["file_name"], "skipped": np.array(reasons, dtype=object)}
+
+
+def label_folder_ray(
+    spec: LabellerSpec,
+    *,
+    images_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    address: str | None = None,
+    workers: int | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    overlay_dir: str | os.PathLike | None = None,
+) -> RunSummary:
+    """``label_folder`` with Ray: ``address`` None starts a local Ray runtime, else joins that cluster.
+
+    ``workers``: model replicas; default one per GPU, or one on a machine without GPUs. Each replica
+    takes one GPU when the cluster has GPUs, else an equal share of the CPUs.
+    """
+    ray = _import_ray()
+    settings = spec.settings()
+    files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
+    summary = RunSummary()
+    done = [f.as_posix() for f in files if store.has(f.as_posix())]
+    summary.resumed = len(done)
+    todo = [f.as_posix() for f in files if not store.has(f.as_posix())]
+
+    start = time.perf_counter()
+    if todo:
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            resources = ray.cluster_resources()
+            gpus = int(resources.get("GPU", 0))
+            workers = workers or max(1, gpus)
+            if workers < 1:
+                raise ValueError(f"--ray-workers {workers} must be at least 1")
+            per_worker = {"num_gpus": 1} if gpus else {"num_cpus": max(1, int(resources.get("CPU", 1)) // workers)}
+            results = ray.data.from_items([{"file_name": name} for name in todo]).map_batches(
+                RayLabelWorker,
+                fn_constructor_kwargs={
+                    "spec": spec,
+                    "images_dir": str(images_dir),
+                    "out_path": str(out_path),
+                    "overlay_dir": str(overlay_dir) if overlay_dir else None,
+                },
+                batch_size=1,
+                concurrency=workers,
+                **per_worker,
+            )
+            with tqdm(
+                total=len(todo), desc=f"labelling ({workers} Ray workers)", unit="img", disable=not progress
+            ) as bar:
+                for row in results.iter_rows():
+                    if row["skipped"]:
+                        summary.skipped.append((row["file_name"], row["skipped"]))
+                    else:
+                        summary.labelled += 1
+                        done.append(row["file_name"])
+                    bar.update(1)
+        finally:
+            if started_here:
+                ray.shutdown()
+    summary.seconds = time.perf_counter() - start
+    summary.skipped.sort()
+    return finish_run(store, done=done, vocabulary=spec.vocabulary, summary=summary, settings=settings)
