@@ -200,7 +200,8 @@ class GridMaskGenerator:
             data.cat(self._process_batch(batch_points, crop_hw, crop_box, orig_hw))
         self.features = None
         if not len(data["rles"]):
-            return _empty_mask_data()
+            data["crop_boxes"] = torch.zeros(0, 4, dtype=torch.int64)
+            return data
 
         keep = batched_nms(
             data["boxes"].float(),
@@ -259,13 +260,7 @@ class GridMaskGenerator:
 
         # Full-resolution logits of the survivors only, a chunk at a time, as the reference computes
         # them; only the run-length encodings of the masks that pass every filter are kept.
-        data = MaskData(
-            rles=[],
-            boxes=torch.zeros(0, 4),
-            iou_preds=torch.zeros(0),
-            points=torch.zeros(0, 2, dtype=points.dtype),
-            stability_score=torch.zeros(0),
-        )
+        data = _empty_mask_data()
         for indexes in torch.arange(len(low_res), device=self.device).split(masks_per_chunk(crop_hw)):
             logits = self.sam.postprocess_masks(low_res[indexes, None], self.input_size, crop_hw)[:, 0]  # [m, h, w]
             stability = calculate_stability_score(logits, threshold, config.stability_score_offset)
@@ -289,13 +284,13 @@ class GridMaskGenerator:
 
 
 def _empty_mask_data() -> MaskData:
+    """Mask data with no masks: uncompressed RLEs, XYXY boxes, scores and float64 point coordinates."""
     return MaskData(
         rles=[],
         boxes=torch.zeros(0, 4),
         iou_preds=torch.zeros(0),
         points=torch.zeros(0, 2, dtype=torch.float64),
         stability_score=torch.zeros(0),
-        crop_boxes=torch.zeros(0, 4, dtype=torch.int64),
     )
 
 

@@ -6,6 +6,7 @@ boxes named ``*_xywh`` are [x, y, width, height] in pixels; similarity maps are 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,17 @@ def pool_in_masks(similarity: torch.Tensor, masks: torch.Tensor, *, chunk: int |
     if not out:
         return torch.zeros(0, similarity.shape[0])
     return torch.cat(out)
+
+
+def decoded_mask_chunks(
+    records: Sequence[dict[str, Any]], *, size_hw: tuple[int, int]
+) -> Iterator[tuple[Sequence[dict[str, Any]], torch.Tensor]]:
+    """Yield (records, masks [m, H, W] bool) for consecutive chunks of mask records, decoding only as
+    many full-resolution masks at a time as ``masks_per_chunk`` allows."""
+    step = masks_per_chunk(size_hw)
+    for start in range(0, len(records), step):
+        chunk = records[start : start + step]
+        yield chunk, torch.from_numpy(np.stack([decode_rle(record["segmentation"]) for record in chunk]))
 
 
 def min_max_scale(maps: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:

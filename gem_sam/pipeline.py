@@ -17,7 +17,7 @@ from .coco import LabelledImage, write_coco_streaming, write_json_atomic
 from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
 from .labelling import LabelConfig, label_masks
 from .mask_generator import GridMaskGenerator
-from .mask_ops import decode_rle, masks_per_chunk, pool_in_masks
+from .mask_ops import decoded_mask_chunks, pool_in_masks
 from .overlay import save_overlay
 from .run_store import RunStore
 from .scorer import GemScorer
@@ -58,16 +58,9 @@ class AutoLabeller:
         if not records:
             return []
         similarity = self.similarity(image_rgb)  # [C, h, w]
-        chunk = masks_per_chunk(image_rgb.shape[:2])
         pooled = torch.cat(
-            [
-                pool_in_masks(
-                    similarity,
-                    torch.from_numpy(np.stack([decode_rle(r["segmentation"]) for r in records[i : i + chunk]])),
-                )
-                for i in range(0, len(records), chunk)
-            ]
-        )  # [M, C], full-resolution masks decoded a chunk at a time
+            [pool_in_masks(similarity, masks) for _, masks in decoded_mask_chunks(records, size_hw=image_rgb.shape[:2])]
+        )  # [M, C]
         labels = label_masks(pooled, logit_scale=self.scorer.logit_scale, config=self.config)
         return [
             {

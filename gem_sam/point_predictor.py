@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .mask_generator import GridMaskGenerator
-from .mask_ops import decode_rle, masks_per_chunk, pool_in_masks
+from .mask_ops import decoded_mask_chunks, pool_in_masks
+from .point_metric import points_to_pixels
 from .scorer import GemScorer
 
 EVAL_METHODS: tuple[str, ...] = ("gem", "gem-sam", "clip", "maskclip", "clipsurgery")
@@ -95,8 +96,6 @@ class PointPredictor:
     @torch.no_grad()
     def inside(self, image_rgb: np.ndarray, class_names: Sequence[str], x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """[C, P] bool: point p (normalised x, y) is inside the predicted mask of class c."""
-        from .point_metric import points_to_pixels
-
         size_hw = image_rgb.shape[:2]
         rows, cols = points_to_pixels(x, y, size_hw=size_hw)
         similarity = self.scorer.patch_similarity(self.scorer.preprocess(image_rgb), self.text_embeddings(class_names))
@@ -110,10 +109,7 @@ class PointPredictor:
 
         records = self.mask_generator.generate(image_rgb)
         means, covering, areas = [], [], []
-        step = masks_per_chunk(size_hw)
-        for start in range(0, len(records), step):
-            chunk = records[start : start + step]
-            masks = torch.from_numpy(np.stack([decode_rle(record["segmentation"]) for record in chunk]))
+        for chunk, masks in decoded_mask_chunks(records, size_hw=size_hw):
             pooled = pool_in_masks(similarity[0], masks)  # [m, C] mean raw similarity (exact)
             means.append(((pooled - low.cpu()) / span.cpu()).numpy())
             covering.append(masks[:, rows_t, cols_t].numpy())
