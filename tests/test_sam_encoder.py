@@ -1,4 +1,4 @@
-"""The banded image encoder computes SAM's ImageEncoderViT exactly."""
+"""The banded, fused-attention image encoder computes SAM's ImageEncoderViT (up to float rounding)."""
 
 from __future__ import annotations
 
@@ -27,4 +27,4 @@ def test_encoder_matches_image_encoder() -> None:
     torch.manual_seed(0)
     images = torch.randn(1, 3, 1024, 1024)
     with torch.no_grad():
-        torch.testing.assert_close(encode_image(encoder, images), encoder(images), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(encode_image(encoder, images), encoder(images), atol=1e-5, rtol=1e-5)
