@@ -96,12 +96,11 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for field in dataclasses.fields(MaskGeneratorConfig):
         default = f"{field.default:g}" if isinstance(field.default, float) else field.default
-        group.add_argument(
-            flag(field.name),
-            type=type(field.default),
-            default=None,
-            help=f"{field.metadata['help']} (default: {default})",
-        )
+        help_text = f"{field.metadata['help']} (default: {default})"
+        if isinstance(field.default, bool):
+            group.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag(field.name), type=type(field.default), default=None, help=help_text)
 
 
 def add_device_argument(group: argparse._ArgumentGroup) -> None:

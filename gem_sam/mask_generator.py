@@ -89,6 +89,12 @@ class MaskGeneratorConfig:
         default=0, metadata={"help": "remove holes and islands smaller than this (pixels); 0: off"}
     )
     precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 | fp16 autocast for the SAM networks (GPU)"})
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "compile the image encoder with torch.compile (the first image is slower; masks do not change)"
+        },
+    )
 
     def __post_init__(self) -> None:
         def require(ok: bool, message: str) -> None:
@@ -118,7 +124,7 @@ class MaskGeneratorConfig:
     def reference_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``SamAutomaticMaskGenerator`` with the same settings."""
         kwargs = asdict(self)
-        del kwargs["precision"]
+        del kwargs["precision"], kwargs["compile"]
         return kwargs
 
 
@@ -132,6 +138,7 @@ class GridMaskGenerator:
         self.features: torch.Tensor | None = None  # [1, 256, 64, 64] embedding of the current crop
         self.input_size: tuple[int, int] = (0, 0)  # the crop's size after resizing to the encoder input
         self.decoder = PointPromptDecoder(sam)
+        self.encode = torch.compile(encode_image, dynamic=False) if config.compile else encode_image
         self.point_grids = build_all_layer_point_grids(
             config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor
         )
@@ -222,7 +229,7 @@ class GridMaskGenerator:
         pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.input_size = tuple(pixels.shape[-2:])
         with autocast(self.device, self.config.precision):
-            self.features = encode_image(self.sam.image_encoder, self.sam.preprocess(pixels)).float()
+            self.features = self.encode(self.sam.image_encoder, self.sam.preprocess(pixels)).float()
 
     def _decode(self, points_xy: np.ndarray, crop_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted IoUs [P*3] of every mask, and low-resolution logits [K, 256, 256] of the K masks
@@ -312,7 +319,7 @@ def build_mask_generator(
     """SAM ``model_type`` (vit_b | vit_l | vit_h) from ``checkpoint`` with generator ``settings``.
 
     ``settings`` take the keyword names of ``SamAutomaticMaskGenerator`` (``points_per_side``,
-    ``pred_iou_thresh``, ...) plus ``precision``; unknown names are an error.
+    ``pred_iou_thresh``, ...) plus ``precision`` and ``compile``; unknown names are an error.
     """
     known = MaskGeneratorConfig.__dataclass_fields__
     unknown = sorted(set(settings) - set(known))

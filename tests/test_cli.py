@@ -177,3 +177,15 @@ def test_overlays(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_arg
     with Image.open(overlays / "astronaut.jpg") as overlay:
         assert overlay.size == (original.shape[1], original.shape[0])
         assert np.abs(np.asarray(overlay, dtype=float) - original).mean() > 5  # masks are drawn
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [([], {}), (["--compile"], {"compile": True}), (["--no-compile"], {"compile": False})],
+)
+def test_switch_settings_parse_as_booleans(flags: list[str], expected: dict) -> None:
+    from gem_sam.cli_args import generator_settings
+    from gem_sam.label import build_parser
+
+    args = build_parser().parse_args(["--images", "x", "--vocab", "v.txt", *flags])
+    assert generator_settings(args) == expected

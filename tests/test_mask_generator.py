@@ -112,6 +112,16 @@ def test_bf16_autocast_runs_on_cpu(sam) -> None:
     assert all(np.isfinite(r["predicted_iou"]) and 0.0 <= r["stability_score"] <= 1.0 for r in records)
 
 
+@pytest.mark.slow  # compiling the encoder takes about half a minute on the CPU
+def test_compiled_encoder_gives_the_same_masks(sam) -> None:
+    image = rgb_photo("astronaut.png", long_side=150)
+    settings = {"points_per_side": 4, **LOOSE_SETTINGS}
+    compiled = GridMaskGenerator(sam, config=MaskGeneratorConfig(**settings, compile=True))
+    assert compiled.encode is not GridMaskGenerator(sam, config=MaskGeneratorConfig(**settings)).encode
+    reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **compiled.config.reference_kwargs())
+    assert_same_masks(compiled.generate(image), reference.generate(image))
+
+
 def _record(mask: np.ndarray, score: float = 0.9, bbox=(0, 0, 1, 1)) -> dict:
     from gem_sam.mask_ops import encode_rle
 
