@@ -4,7 +4,7 @@
 every projection and LayerNorm of the two-way transformer on each copy. This module computes the same
 function from the same weights without forming the per-prompt image tokens: they are held as the
 shared embedding plus each prompt's low-rank attention updates (``low_rank_tokens.LowRankTokens``),
-so projections of image tokens are computed once per image and each prompt costs only products with
+so projections of image tokens are computed once per batch of prompts and each prompt costs only products with
 its few tokens. The expensive mask upscaling runs only for prompts that the caller selects, typically
 those with a mask whose predicted IoU passes the filter (the IoU head needs only the output tokens).
 
