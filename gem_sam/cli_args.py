@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .gem import METHODS, DensePathConfig
+from .gem import MASKCLIP_VARIANTS, METHOD_OPTIONS, METHODS, DensePathConfig
 from .mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
 from .sam_model import SAM_ARCHITECTURES
 from .scorer import GemScorer, ScorerConfig, build_gem_scorer
@@ -22,6 +22,13 @@ DEFAULT_CLIP_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
 DEFAULT_SAM_MODEL = "vit_h"
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# The flag of each dense-path option (``DensePathConfig`` field names).
+PATH_OPTION_FLAGS = {
+    "depth": "--gem-depth",
+    "iterations": "--gem-iterations",
+    "maskclip_variant": "--maskclip-variant",
+    "feature_surgery": "--feature-surgery/--no-feature-surgery",
+}
 
 
 def flag(name: str) -> str:
@@ -58,13 +65,30 @@ def add_scorer_arguments(parser: argparse.ArgumentParser, *, with_method: bool =
         "--gem-depth",
         type=int,
         default=None,
-        help=f"last ViT blocks the path spans (default for gem: {path_defaults.depth})",
+        metavar="N",
+        help=f"gem and clipsurgery: last ViT blocks the path spans (default: {path_defaults.depth} for gem, "
+        f"{DensePathConfig.for_method('clipsurgery').depth} for clipsurgery)",
     )
     group.add_argument(
         "--gem-iterations",
         type=int,
         default=None,
-        help=f"self-self attention iterations K (default for gem: {path_defaults.iterations})",
+        metavar="K",
+        help=f"gem: self-self attention iterations K (default: {path_defaults.iterations})",
+    )
+    group.add_argument(
+        "--maskclip-variant",
+        default=None,
+        choices=MASKCLIP_VARIANTS,
+        help="maskclip: official (MaskCLIP's code: residual and MLP of the last block kept) or surgery "
+        f"(CLIP Surgery's variant, x + out_proj(v), no MLP) (default: {path_defaults.maskclip_variant})",
+    )
+    group.add_argument(
+        "--feature-surgery",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="clipsurgery: apply CLIP Surgery's feature surgery to the similarities; --no-feature-surgery "
+        "gives the architecture-only variant (default: on)",
     )
     group.add_argument(
         "--template",
@@ -76,7 +100,16 @@ def add_scorer_arguments(parser: argparse.ArgumentParser, *, with_method: bool =
         "--short-side",
         type=int,
         default=None,
+        metavar="PIXELS",
         help=f"GEM input shortest side in pixels (default: {ScorerConfig().short_side})",
+    )
+    group.add_argument(
+        "--max-long-side",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="cap on the GEM input's long side in pixels; more elongated images are scaled down so that "
+        f"memory stays bounded (default: {ScorerConfig().max_long_side})",
     )
 
 
@@ -120,11 +153,28 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
         "depth": args.gem_depth,
         "iterations": args.gem_iterations,
         "templates": args.template,
-        **given(args, ["short_side"]),
+        **given(args, ["maskclip_variant", "feature_surgery", "short_side", "max_long_side"]),
     }
 
 
+def check_path_options(args: argparse.Namespace, *, method: str) -> None:
+    """Refuse dense-path flags that ``method`` does not take, naming the flags and what it takes."""
+    options = scorer_options(args)
+    refused = [
+        flag
+        for name, flag in PATH_OPTION_FLAGS.items()
+        if options.get(name) is not None and name not in METHOD_OPTIONS[method]
+    ]
+    if refused:
+        takes = [PATH_OPTION_FLAGS[name] for name in METHOD_OPTIONS[method] if name in PATH_OPTION_FLAGS]
+        raise ValueError(
+            f"{', '.join(refused)}: not an option of method {method!r}; "
+            f"{method} takes {', '.join(takes) if takes else 'none of the path options'}"
+        )
+
+
 def scorer_from_args(args: argparse.Namespace, *, method: str) -> GemScorer:
+    check_path_options(args, method=method)
     return build_gem_scorer(
         model_name=args.clip_model,
         pretrained=args.pretrained,

@@ -26,14 +26,24 @@ from .cli_args import (
     add_device_argument,
     add_generator_arguments,
     add_scorer_arguments,
+    flag,
     generator_from_args,
+    given,
     require_folder,
     scorer_from_args,
 )
 from .images import ImageReadError, load_image
 from .openimages import list_image_ids, read_class_descriptions, read_point_labels, select_image_ids
 from .point_metric import PointIoU, count_points
-from .point_predictor import EVAL_METHODS, OVERLAP_RULES, UNCOVERED_RULES, PointPredictor, SamRefinement
+from .point_predictor import (
+    EVAL_METHODS,
+    OVERLAP_RULES,
+    SAM_RULES,
+    UNCOVERED_RULES,
+    PointPredictor,
+    SamRefinement,
+)
+from .scorer import GemScorer
 
 # Table 3 of the paper: (p-mIoU, fps on one A6000) by (method, model family).
 PAPER_TABLE3: dict[tuple[str, str], tuple[float, float]] = {
@@ -124,6 +134,16 @@ def evaluate_points(
     }
 
 
+def method_variant(scorer: GemScorer, refinement: SamRefinement | None) -> str:
+    """Which variant of the method ran, in words (dense path, prompts, gem-sam rule)."""
+    templates = scorer.config.templates
+    prompts = f"prompt {templates[0]!r}" if len(templates) == 1 else f"{len(templates)} prompt templates averaged"
+    parts = [scorer.config.path.describe(), prompts]
+    if refinement is not None:
+        parts.append(f"gem-sam rule {refinement.rule}")
+    return "; ".join(parts)
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     paper = PAPER_TABLE3.get((report["method"], model_family(report["model"]["pretrained"])))
     paper_miou, paper_fps = (f"{paper[0]:.1f}", f"{paper[1]:.2f}") if paper else ("-", "-")
@@ -134,7 +154,8 @@ def markdown_table(report: dict[str, Any]) -> str:
             "| method | model | images | p-mIoU | p-mIoU per pair | fps (all / model), device | "
             "paper p-mIoU | paper fps (A6000) |",
             "|---|---|---|---|---|---|---|---|",
-            f"| {report['method']} | {report['model']['clip_model']} {report['model']['pretrained']} | "
+            f"| {report['method']} ({report['method_variant']}) | "
+            f"{report['model']['clip_model']} {report['model']['pretrained']} | "
             f"{report['n_images']} | {report['p_miou']:.1f} | {report['p_miou_per_pair']:.1f} | "
             f"{fps} / {fps_model}, {report['device']} | {paper_miou} | {paper_fps} |",
         ]
@@ -163,17 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     method = parser.add_argument_group("method")
     method.add_argument("--method", default="gem", choices=EVAL_METHODS, help="row of Table 3 (default: gem)")
     method.add_argument(
+        "--sam-rule",
+        default=None,
+        choices=SAM_RULES,
+        help="gem-sam: label = each mask takes its best class and a class's prediction is the union of its "
+        "masks (uncovered pixels predict nothing); mean = each mask takes the mean of the scaled GEM map "
+        f"inside it (default: {SamRefinement().rule})",
+    )
+    method.add_argument(
         "--sam-overlap",
         default=None,
         choices=OVERLAP_RULES,
-        help="gem-sam: pixel covered by several masks "
+        help="gem-sam with --sam-rule mean: pixel covered by several masks "
         f"takes the largest mask mean or the smallest mask's (default: {SamRefinement().overlap})",
     )
     method.add_argument(
         "--sam-uncovered",
         default=None,
         choices=UNCOVERED_RULES,
-        help=f"gem-sam: pixels no mask covers keep the GEM map value or get 0 (default: {SamRefinement().uncovered})",
+        help="gem-sam with --sam-rule mean: pixels no mask covers keep the GEM map value or get 0 "
+        f"(default: {SamRefinement().uncovered})",
     )
     add_scorer_arguments(parser, with_method=False)
     add_generator_arguments(parser)
@@ -182,8 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def sam_refinement_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SamRefinement:
+    """The gem-sam rule of the command line; refuses rule options that would have no effect."""
+    chosen = given(args, ["sam_rule", "sam_overlap", "sam_uncovered"])
+    if chosen and args.method != "gem-sam":
+        parser.error(f"{', '.join(map(flag, chosen))}: only used by --method gem-sam, not {args.method}")
+    refinement = SamRefinement(**{name.removeprefix("sam_"): value for name, value in chosen.items()})
+    mean_only = [flag(name) for name in ("sam_overlap", "sam_uncovered") if name in chosen]
+    if mean_only and refinement.rule != "mean":
+        parser.error(f"{', '.join(mean_only)}: only used by --sam-rule mean, not {refinement.rule}")
+    return refinement
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refinement = sam_refinement_from_args(args, parser)
     try:
         require_folder(args.images, option="--images")
         for option, path in (("--points", args.points), ("--classes", args.classes)):
@@ -195,9 +239,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.image_ids is not None:
             lines = Path(args.image_ids).read_text(encoding="utf-8").split()
             image_ids = [line.strip() for line in lines if line.strip()]
-        refinement = SamRefinement(
-            **{k: v for k, v in {"overlap": args.sam_overlap, "uncovered": args.sam_uncovered}.items() if v}
-        )
         dense_method = "gem" if args.method == "gem-sam" else args.method
         scorer = scorer_from_args(args, method=dense_method)
         generator = generator_from_args(args, device=scorer.device) if args.method == "gem-sam" else None
@@ -218,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     settings: dict[str, Any] = {"scorer": dataclasses.asdict(scorer.config), "limit": args.limit, "seed": args.seed}
     if generator is not None:
         settings["mask_generator"] = dataclasses.asdict(generator.config)
-        settings["sam_refinement"] = dataclasses.asdict(refinement)
+        settings["sam_refinement"] = refinement.settings()
         settings["sam_model"] = args.sam_model
     report = {
         "method": args.method,
+        "method_variant": method_variant(scorer, refinement if generator is not None else None),
         "model": {"clip_model": args.clip_model, "pretrained": args.pretrained},
         "device": device_name(scorer.device),
         "settings": settings,

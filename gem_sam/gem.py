@@ -14,8 +14,18 @@ Self-self attention, per head and for each projection ``s`` in {q, k, v} (paper 
 
 with the adaptive temperature ``1 / tau = mean_i ||x_i||_2 / sqrt(head_dim)`` (eq. 4) over all
 tokens, class token included. The baselines of the paper are settings of the same module:
-``clip`` reads the ViT's own patch tokens, ``maskclip`` replaces the last block's attention by its
-value path, ``clipsurgery`` is a v-v path without normalisation at the ViT's own temperature.
+
+* ``clip`` reads the ViT's own patch tokens.
+* ``maskclip`` replaces the last block's attention by its value path. ``maskclip_variant="official"``
+  (default) is MaskCLIP's own code: ``y = x + ls_1(out_proj(v(ln_1(x))))`` followed by the block's
+  MLP, ``y + ls_2(mlp(ln_2(y)))``. ``"surgery"`` is the variant of CLIP Surgery's code base (which
+  the GEM authors' baseline numbers come from): ``x + ls_1(out_proj(v(ln_1(x))))``, no MLP.
+* ``clipsurgery`` is a v-v path without normalisation at the ViT's own temperature; its feature
+  surgery (on by default, ``feature_surgery``) is applied to the similarities by the scorer
+  (``feature_surgery.py``). CLIP Surgery's prompt ensemble is not built in: pass its templates as
+  ``templates`` to use it.
+
+Which options each method takes is in ``METHOD_OPTIONS``; giving another is an error.
 """
 
 from __future__ import annotations
@@ -32,6 +42,14 @@ from torch import nn
 Method = Literal["gem", "clip", "maskclip", "clipsurgery"]
 METHODS: tuple[str, ...] = ("gem", "clip", "maskclip", "clipsurgery")
 PROJECTIONS: tuple[str, ...] = ("q", "k", "v")
+MASKCLIP_VARIANTS: tuple[str, ...] = ("official", "surgery")
+# The path options that each method takes; any other option given for it is refused.
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "gem": ("depth", "iterations", "temperature", "projections", "normalize"),
+    "clip": (),
+    "maskclip": ("maskclip_variant",),
+    "clipsurgery": ("depth", "feature_surgery"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,8 @@ class DensePathConfig:
     temperature: float | Literal["adaptive", "standard"] = "adaptive"  # tau: eq. 4, sqrt(head_dim), or a number
     projections: tuple[str, ...] = PROJECTIONS  # projections ensembled by the self-self attention
     normalize: bool = True  # L2-normalise projected tokens before each self-self attention
+    maskclip_variant: str = "official"  # maskclip: official (residual + MLP) | surgery (residual, no MLP)
+    feature_surgery: bool = False  # clipsurgery: remove the features shared by all classes (its eq. 4)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,10 +81,16 @@ class DensePathConfig:
                 )
         elif not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be a positive number")
+        if self.maskclip_variant not in MASKCLIP_VARIANTS:
+            raise ValueError(f"maskclip_variant={self.maskclip_variant!r} is not one of {', '.join(MASKCLIP_VARIANTS)}")
 
     @classmethod
     def for_method(cls, method: str, **overrides: object) -> DensePathConfig:
-        """The paper's settings for ``method``, with ``overrides`` applied on top."""
+        """The paper's settings for ``method``, with ``overrides`` applied on top.
+
+        Raises ``ValueError`` for an override that ``method`` does not take (``METHOD_OPTIONS``),
+        e.g. a depth for ``maskclip``, which always uses the last block.
+        """
         presets: dict[str, dict[str, object]] = {
             "gem": {},
             "clip": {},
@@ -76,11 +102,31 @@ class DensePathConfig:
                 "projections": ("v",),
                 "normalize": False,
                 "temperature": "standard",
+                "feature_surgery": True,
             },
         }
         if method not in presets:
             raise ValueError(f"method={method!r} is not supported; choose one of {', '.join(METHODS)}")
+        refused = sorted(set(overrides) - set(METHOD_OPTIONS[method]))
+        if refused:
+            takes = ", ".join(METHOD_OPTIONS[method]) or "no path options"
+            raise ValueError(f"method {method!r} does not take {', '.join(refused)} (it takes: {takes})")
         return replace(cls(method=method, **presets[method]), **overrides)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """One line saying which variant of the method this is (for reports)."""
+        if self.method == "clip":
+            return "clip: the ViT's own patch tokens"
+        if self.method == "maskclip":
+            return {
+                "official": "maskclip (official): last block with its attention replaced by the value path, "
+                "residual and MLP kept",
+                "surgery": "maskclip (CLIP Surgery variant): x + out_proj(v) in the last block, no MLP",
+            }[self.maskclip_variant]
+        if self.method == "clipsurgery":
+            surgery = "with feature surgery" if self.feature_surgery else "architecture only, no feature surgery"
+            return f"clipsurgery: v-v path over the last {self.depth} blocks, {surgery}"
+        return f"gem: self-self path over the last {self.depth} blocks, {self.iterations} iteration(s)"
 
 
 class SelfSelfAttention(nn.Module):
@@ -224,6 +270,11 @@ class DenseVisionEncoder(nn.Module):
 
         Returns projected patch features [B, H/p, W/p, E] (not normalised) of the configured path.
         """
+        return self.features(images, with_image_embedding=False)[0]
+
+    def features(self, images: torch.Tensor, *, with_image_embedding: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch features [B, H/p, W/p, E] of the configured path and, if asked, the unchanged ViT's
+        image embedding [B, E] (its class token after ``ln_post @ proj``); neither is normalised."""
         batch, _, height, width = images.shape
         p = self.patch_size
         if height % p or width % p:
@@ -232,30 +283,38 @@ class DenseVisionEncoder(nn.Module):
         for index in range(self.first_path_block):
             x = self._block(index, x)
 
+        blocks = self.visual.transformer.resblocks
         method = self.config.method
         if method == "clip":
-            for index in range(self.first_path_block, len(self.visual.transformer.resblocks)):
+            for index in range(self.first_path_block, len(blocks)):
                 x = self._block(index, x)
             tokens = x
         elif method == "maskclip":
             tokens = self._value_path_block(x)
         else:
             tokens = x  # the parallel path starts from the input of its first block
-            blocks = self.visual.transformer.resblocks
             for offset, self_self in enumerate(self.self_self):
                 block = blocks[self.first_path_block + offset]
                 tokens = tokens + block.ls_1(self_self(block.ln_1(x)))
-                if offset + 1 < len(self.self_self):
+                if offset + 1 < len(self.self_self) or with_image_embedding:
                     x = self._block(self.first_path_block + offset, x)
 
-        tokens = self.visual.ln_post(tokens[:, 1:])  # [B, h*w, D]
-        features = tokens @ self.visual.proj  # [B, h*w, E]
-        return features.reshape(batch, height // p, width // p, -1)
+        projected = self.visual.ln_post(tokens) @ self.visual.proj  # [B, N, E]
+        patches = projected[:, 1:].reshape(batch, height // p, width // p, -1)
+        if not with_image_embedding:
+            return patches, None
+        if method == "maskclip":
+            x = self._block(len(blocks) - 1, x)
+        return patches, self.visual.ln_post(x[:, 0]) @ self.visual.proj  # [B, E]
 
     def _value_path_block(self, x: torch.Tensor) -> torch.Tensor:
-        """MaskCLIP: the last block with attention replaced by its value projection and ``out_proj``."""
+        """MaskCLIP: the last block with its attention replaced by the value projection and ``out_proj``,
+        plus the residual, and the block's MLP for the official variant. x: [B, N, D] -> [B, N, D]."""
         block = self.visual.transformer.resblocks[-1]
         attn = block.attn
         width = x.shape[-1]
         value = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])  # [B, N, D]
-        return F.linear(value, attn.out_proj.weight, attn.out_proj.bias)  # [B, N, D]
+        x = x + block.ls_1(F.linear(value, attn.out_proj.weight, attn.out_proj.bias))  # [B, N, D]
+        if self.config.maskclip_variant == "official":
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        return x

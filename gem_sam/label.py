@@ -14,6 +14,7 @@ from .cli_args import (
     add_device_argument,
     add_generator_arguments,
     add_scorer_arguments,
+    check_path_options,
     generator_settings,
     given,
     require_folder,
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         require_folder(args.images, option="--images")
+        check_path_options(args, method=args.method)
         spec = LabellerSpec(
             vocabulary=tuple(read_vocabulary(args.vocab)),
             clip_model=args.clip_model,

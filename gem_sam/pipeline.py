@@ -54,7 +54,12 @@ class AutoLabeller:
         return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb))
 
     def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Name the mask records of ``image_rgb`` (from the mask generator); see ``label``."""
+        """Name the mask records of ``image_rgb`` (from the mask generator); see ``label``.
+
+        Empty masks (which SAM's filters let through at ``stability_score_thresh`` 0) are dropped:
+        they have no pixels to name, and COCO has no use for an instance of area 0.
+        """
+        records = [record for record in records if record["area"] > 0]
         if not records:
             return []
         similarity = self.similarity(image_rgb)  # [C, h, w]

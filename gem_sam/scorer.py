@@ -19,8 +19,9 @@ from PIL import Image
 from torch import nn
 
 from .devices import resolve_device
+from .feature_surgery import feature_surgery
 from .gem import DensePathConfig, DenseVisionEncoder
-from .text import DEFAULT_TEMPLATES, encode_vocabulary, validate_templates
+from .text import DEFAULT_TEMPLATES, encode_empty_prompt, encode_vocabulary, validate_templates
 from .weights import CHECKPOINTS_README
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -34,26 +35,40 @@ class ScorerConfig:
     path: DensePathConfig = field(default_factory=DensePathConfig)  # GEM or a baseline path
     templates: tuple[str, ...] = DEFAULT_TEMPLATES  # prompts averaged per class, "{}" is the class
     short_side: int = 448  # model input: shortest image side in pixels (long side snapped to the patch)
+    max_long_side: int = 1792  # cap on the input's long side (bounds tokens and attention memory)
 
     def __post_init__(self) -> None:
         validate_templates(self.templates)
         if self.short_side < 1:
             raise ValueError(f"short_side={self.short_side} must be a positive number of pixels")
+        if self.max_long_side < self.short_side:
+            raise ValueError(f"max_long_side={self.max_long_side} must be at least short_side={self.short_side} pixels")
 
 
-def input_size_hw(image_hw: tuple[int, int], *, short_side: int, patch_size: int) -> tuple[int, int]:
-    """Model input size for an image: shortest side ``short_side``, both sides multiples of the patch.
+def input_size_hw(
+    image_hw: tuple[int, int], *, short_side: int, patch_size: int, max_long_side: int | None = None
+) -> tuple[int, int]:
+    """Model input size (H, W) for an image of size ``image_hw`` (H, W): shortest side ``short_side``,
+    both sides multiples of the patch.
 
     The short side is rounded to a multiple of the patch too (448 is one for patch 14, 16 and 32);
-    the long side keeps the aspect ratio as closely as the patch grid allows.
+    the long side keeps the aspect ratio as closely as the patch grid allows. With
+    ``max_long_side``, an image more elongated than ``max_long_side : short_side`` is scaled so that
+    its long side is at most ``max_long_side`` (rounded down to the patch), and its short side is
+    shorter than ``short_side``: the token count, and so the memory of attention over all tokens,
+    stays bounded by that of a ``short_side x max_long_side`` input.
     """
     height, width = image_hw
     if height < 1 or width < 1:
         raise ValueError(f"image size {height}x{width} must be at least 1x1")
     scale = short_side / min(height, width)
+    longest = max(patch_size, (max_long_side // patch_size) * patch_size) if max_long_side else None
+    if longest is not None:
+        scale = min(scale, longest / max(height, width))
 
     def snap(length: float) -> int:
-        return max(patch_size, int(round(length / patch_size)) * patch_size)
+        snapped = max(patch_size, int(round(length / patch_size)) * patch_size)
+        return min(snapped, longest) if longest is not None else snapped
 
     return snap(height * scale), snap(width * scale)
 
@@ -77,6 +92,7 @@ class GemScorer(nn.Module):
         self.encoder = DenseVisionEncoder(clip_model.visual, config=config.path)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._empty_prompt: torch.Tensor | None = None  # [E], feature surgery of a single class
 
     @property
     def device(self) -> torch.device:
@@ -104,7 +120,12 @@ class GemScorer(nn.Module):
 
     def input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """Model input size (H, W) for an image of size ``image_hw`` (H, W)."""
-        return input_size_hw(image_hw, short_side=self.config.short_side, patch_size=self.patch_size)
+        return input_size_hw(
+            image_hw,
+            short_side=self.config.short_side,
+            patch_size=self.patch_size,
+            max_long_side=self.config.max_long_side,
+        )
 
     @torch.no_grad()
     def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
@@ -127,10 +148,33 @@ class GemScorer(nn.Module):
         """Cosine similarity of every patch with every class.
 
         images: [B, 3, H, W] preprocessed; text: [C, E] from ``encode_text``.
-        Returns [B, C, H // patch, W // patch] float32 raw cosine similarity in [-1, 1].
+        Returns [B, C, H // patch, W // patch] float32 raw cosine similarity in [-1, 1]; with
+        ``feature_surgery`` (CLIP Surgery), the feature-surgery similarity instead.
         """
-        features = self.patch_features(images)  # [B, h, w, E]
-        return torch.einsum("bhwe,ce->bchw", features, text.to(features.device, torch.float32))
+        if not self.config.path.feature_surgery:
+            features = self.patch_features(images)  # [B, h, w, E]
+            return torch.einsum("bhwe,ce->bchw", features, text.to(features.device, torch.float32))
+        patches, image_embedding = self.encoder.features(
+            images.to(self.device, self.clip_model.visual.proj.dtype), with_image_embedding=True
+        )
+        text = text.to(patches.device, torch.float32)
+        return feature_surgery(
+            F.normalize(patches.float(), dim=-1),
+            F.normalize(image_embedding.float(), dim=-1),
+            text,
+            empty_text=self.empty_prompt_embedding().to(text.device) if text.shape[0] == 1 else None,
+        )
+
+    def empty_prompt_embedding(self) -> torch.Tensor:
+        """[E] embedding of the prompt templates with an empty class name, computed once."""
+        if self._empty_prompt is None:
+            self._empty_prompt = encode_empty_prompt(
+                encode_tokens=self.clip_model.encode_text,
+                tokenizer=self.tokenizer,
+                templates=self.config.templates,
+                device=self.device,
+            )
+        return self._empty_prompt
 
 
 def _pretrained_tag_config(model_name: str, pretrained: str) -> dict | None:
@@ -194,27 +238,35 @@ def build_gem_scorer(
     depth: int | None = None,
     iterations: int | None = None,
     temperature: float | str | None = None,
+    maskclip_variant: str | None = None,
+    feature_surgery: bool | None = None,
     templates: Sequence[str] | None = None,
-    short_side: int = 448,
+    short_side: int | None = None,
+    max_long_side: int | None = None,
     device: str | torch.device = "auto",
     cache_dir: str | None = None,
 ) -> GemScorer:
     """Build a ``GemScorer`` (in eval mode) from an open_clip model name and weights.
 
     ``pretrained``: an open_clip tag (``openai``, ``metaclip_400m``, ...) downloaded on first use,
-    a local checkpoint file, or None for random weights. ``depth``, ``iterations`` and
-    ``temperature`` default to the paper's settings for ``method``.
+    a local checkpoint file, or None for random weights. The path options (``depth``,
+    ``iterations``, ``temperature``, ``maskclip_variant``, ``feature_surgery``) default to the
+    paper's settings for ``method``; one that ``method`` does not take is a ``ValueError``.
+    ``short_side`` and ``max_long_side`` default to ``ScorerConfig``'s.
     """
-    overrides = {
-        key: value
-        for key, value in {"depth": depth, "iterations": iterations, "temperature": temperature}.items()
-        if value is not None
+    options = {
+        "depth": depth,
+        "iterations": iterations,
+        "temperature": temperature,
+        "maskclip_variant": maskclip_variant,
+        "feature_surgery": feature_surgery,
     }
-    path = DensePathConfig.for_method(method, **overrides)
+    path = DensePathConfig.for_method(method, **{key: value for key, value in options.items() if value is not None})
+    sizes = {"short_side": short_side, "max_long_side": max_long_side}
     config = ScorerConfig(
         path=path,
         templates=tuple(templates) if templates is not None else DEFAULT_TEMPLATES,
-        short_side=short_side,
+        **{key: value for key, value in sizes.items() if value is not None},
     )
     device = resolve_device(device)
     model = load_clip_model(model_name=model_name, pretrained=pretrained, device=device, cache_dir=cache_dir)

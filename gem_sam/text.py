@@ -54,7 +54,39 @@ def encode_vocabulary(
     (the CLIP prompt-ensemble convention); with one template this is that template's embedding.
     """
     names = validate_vocabulary(classes)
-    templates = validate_templates(templates)
+    return _encode_with_templates(
+        names,
+        encode_tokens=encode_tokens,
+        tokenizer=tokenizer,
+        templates=validate_templates(templates),
+        device=device,
+        batch_size=batch_size,
+    )
+
+
+@torch.no_grad()
+def encode_empty_prompt(
+    *,
+    encode_tokens: Callable[[torch.Tensor], torch.Tensor],
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """[E] embedding of the templates with an empty class name (CLIP Surgery's redundant text)."""
+    return _encode_with_templates(
+        [""], encode_tokens=encode_tokens, tokenizer=tokenizer, templates=validate_templates(templates), device=device
+    )[0]
+
+
+def _encode_with_templates(
+    names: Sequence[str],
+    *,
+    encode_tokens: Callable[[torch.Tensor], torch.Tensor],
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    templates: Sequence[str],
+    device: torch.device | str,
+    batch_size: int = 256,
+) -> torch.Tensor:
     prompts = [template.format(name) for name in names for template in templates]
     chunks = []
     for start in range(0, len(prompts), batch_size):

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from gem_sam.label import main
+from gem_sam.mask_generator import build_mask_generator
 
-from .conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME
+from .conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME, rgb_photo, small_photo, tiny_sam
 
 
 @pytest.fixture
@@ -189,3 +191,47 @@ def test_switch_settings_parse_as_booleans(flags: list[str], expected: dict) -> 
 
     args = build_parser().parse_args(["--images", "x", "--vocab", "v.txt", *flags])
     assert generator_settings(args) == expected
+
+
+def test_path_option_a_method_does_not_take(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args) -> None:
+    out = tmp_path / "annotations.json"
+    argv = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args]
+    code, _, err = run([*argv, "--method", "maskclip", "--gem-depth", "3"])
+    assert code == 2
+    assert "--gem-depth: not an option of method 'maskclip'; maskclip takes --maskclip-variant" in err
+    assert not out.exists() and not Path(f"{out}.records").exists()
+
+
+@pytest.fixture
+def sam_with_empty_masks(tmp_path: Path) -> Path:
+    """The tiny SAM with its second mask token's hypernetwork zeroed: that token's mask logits are 0
+    everywhere, so its masks are empty and have stability score 0."""
+    sam = tiny_sam()
+    last = sam.mask_decoder.output_hypernetworks_mlps[1].layers[-1]
+    last.weight.data.zero_()
+    last.bias.data.zero_()
+    path = tmp_path / "sam_empty_masks.pth"
+    torch.save(sam.state_dict(), path)
+    return path
+
+
+def test_empty_masks_never_reach_the_coco_file(
+    tmp_path: Path, vocab_file: Path, base_args, sam_with_empty_masks: Path
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    small_photo("coffee.png", long_side=120).save(folder / "coffee.png")
+    settings = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    generator = build_mask_generator(
+        model_type=TINY_SAM_NAME, checkpoint=str(sam_with_empty_masks), device="cpu", **settings
+    )
+    records = generator.generate(rgb_photo("coffee.png", long_side=120))
+    assert any(record["area"] == 0 for record in records)  # the generator lets them through, as SAM's does
+
+    out = tmp_path / "annotations.json"
+    args = [*base_args, "--sam-checkpoint", str(sam_with_empty_masks), "--stability-score-thresh", "0"]
+    code, _, _ = run(["--images", str(folder), "--vocab", str(vocab_file), "--out", str(out), *args])
+    assert code == 0
+    annotations = json.loads(out.read_text())["annotations"]
+    assert annotations and all(annotation["area"] > 0 for annotation in annotations)
+    assert len(annotations) == sum(record["area"] > 0 for record in records)

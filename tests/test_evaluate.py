@@ -80,20 +80,30 @@ def _paths(dataset):
     return {"points_csv": dataset["points"], "classes_csv": dataset["classes"], "images_dir": dataset["images"]}
 
 
-@pytest.mark.parametrize("method", ["gem", "gem-sam", "clip", "maskclip", "clipsurgery"])
-def test_every_method_end_to_end(method, dataset, tmp_path, tiny_clip_checkpoint, tiny_sam_checkpoint) -> None:
-    out = tmp_path / "report.json"
-    argv = [
+def _argv(dataset, out, models, method, *extra):
+    tiny_clip_checkpoint, tiny_sam_checkpoint = models
+    return [
         "--points", dataset["points"], "--classes", dataset["classes"], "--images", dataset["images"],
         "--method", method, "--out", str(out), "--quiet", "--device", "cpu",
         "--clip-model", TINY_CLIP_NAME, "--pretrained", str(tiny_clip_checkpoint),
         "--sam-model", TINY_SAM_NAME, "--sam-checkpoint", str(tiny_sam_checkpoint), "--points-per-side", "3",
         "--pred-iou-thresh", str(LOOSE_SETTINGS["pred_iou_thresh"]),
         "--stability-score-thresh", str(LOOSE_SETTINGS["stability_score_thresh"]),
+        *extra,
     ]  # fmt: skip
+
+
+@pytest.fixture
+def models(tiny_clip_checkpoint, tiny_sam_checkpoint):
+    return tiny_clip_checkpoint, tiny_sam_checkpoint
+
+
+@pytest.mark.parametrize("method", ["gem", "gem-sam", "clip", "maskclip", "clipsurgery"])
+def test_every_method_end_to_end(method, dataset, tmp_path, models) -> None:
+    out = tmp_path / "report.json"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        assert main(argv) == 0
+        assert main(_argv(dataset, out, models, method)) == 0
     report = json.loads(out.read_text())
     for key in (
         "p_miou",
@@ -111,7 +121,63 @@ def test_every_method_end_to_end(method, dataset, tmp_path, tiny_clip_checkpoint
     assert 0.0 <= report["p_miou"] <= 100.0 and report["fps"] > 0
     assert ("sam_refinement" in report["settings"]) == (method == "gem-sam")
     table = stdout.getvalue()
-    assert f"| {method} |" in table and "paper fps (A6000)" in table
+    assert f"| {method} ({report['method_variant']}) |" in table and "paper fps (A6000)" in table
+
+
+@pytest.mark.parametrize(
+    "method,extra,variant_words,path_settings",
+    [
+        ("maskclip", [], "maskclip (official)", {"maskclip_variant": "official"}),
+        ("maskclip", ["--maskclip-variant", "surgery"], "CLIP Surgery variant", {"maskclip_variant": "surgery"}),
+        ("clipsurgery", [], "with feature surgery", {"feature_surgery": True, "depth": 6}),
+        ("clipsurgery", ["--no-feature-surgery"], "no feature surgery", {"feature_surgery": False}),
+        ("gem-sam", [], "gem-sam rule label", {"depth": 4}),
+        ("gem-sam", ["--sam-rule", "mean", "--sam-overlap", "smallest"], "gem-sam rule mean", {}),
+    ],
+)
+def test_report_says_which_variant_ran(dataset, tmp_path, models, method, extra, variant_words, path_settings) -> None:
+    out = tmp_path / "report.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(_argv(dataset, out, models, method, *extra)) == 0
+    report = json.loads(out.read_text())
+    assert variant_words in report["method_variant"] and "prompt 'a photo of a {}.'" in report["method_variant"]
+    path = report["settings"]["scorer"]["path"]
+    assert {key: path[key] for key in path_settings} == path_settings
+    if method == "gem-sam":
+        expected = {"rule": "label"} if not extra else {"rule": "mean", "overlap": "smallest", "uncovered": "map"}
+        assert report["settings"]["sam_refinement"] == expected
+
+
+@pytest.mark.parametrize(
+    "method,extra,message",
+    [
+        ("maskclip", ["--gem-depth", "3"], "--gem-depth: not an option of method 'maskclip'"),
+        ("clip", ["--gem-depth", "3"], "--gem-depth: not an option of method 'clip'"),
+        ("clip", ["--gem-iterations", "2"], "--gem-iterations: not an option of method 'clip'"),
+        ("gem", ["--maskclip-variant", "surgery"], "--maskclip-variant: not an option of method 'gem'"),
+        ("gem-sam", ["--feature-surgery"], ": not an option of method 'gem'"),
+    ],
+)
+def test_path_options_a_method_does_not_take(dataset, tmp_path, models, method, extra, message) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(_argv(dataset, tmp_path / "r.json", models, method, *extra))
+    assert code == 2 and message in err.getvalue()
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    "method,extra,message",
+    [
+        ("gem-sam", ["--sam-overlap", "smallest"], "--sam-overlap: only used by --sam-rule mean, not label"),
+        ("gem", ["--sam-rule", "mean"], "--sam-rule: only used by --method gem-sam, not gem"),
+    ],
+)
+def test_sam_rule_options_that_have_no_effect(dataset, tmp_path, models, method, extra, message) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        main(_argv(dataset, tmp_path / "r.json", models, method, *extra))
+    assert exit_info.value.code == 2 and message in err.getvalue()
 
 
 def test_bad_data_paths(dataset, tmp_path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import LayerScale
 from torch import nn
 
 from gem_sam.gem import DensePathConfig, DenseVisionEncoder, SelfSelfAttention, resample_positional_embedding
@@ -96,7 +98,28 @@ def test_method_presets() -> None:
         "standard",
         0,
     )
+    assert surgery.feature_surgery and not DensePathConfig.for_method("gem").feature_surgery
     assert DensePathConfig.for_method("gem", depth=6).depth == 6
+    assert DensePathConfig.for_method("clipsurgery", depth=3, feature_surgery=False).depth == 3
+    assert DensePathConfig.for_method("maskclip").maskclip_variant == "official"
+    assert DensePathConfig.for_method("maskclip", maskclip_variant="surgery").maskclip_variant == "surgery"
+
+
+@pytest.mark.parametrize(
+    "method,overrides,refused",
+    [
+        ("maskclip", {"depth": 3}, "depth"),  # would silently skip blocks
+        ("clip", {"depth": 3}, "depth"),  # would be ignored
+        ("clip", {"iterations": 2}, "iterations"),
+        ("maskclip", {"iterations": 2}, "iterations"),
+        ("clipsurgery", {"iterations": 1}, "iterations"),
+        ("gem", {"maskclip_variant": "surgery"}, "maskclip_variant"),
+        ("gem", {"feature_surgery": True}, "feature_surgery"),
+    ],
+)
+def test_options_a_method_does_not_take_are_refused(method, overrides, refused) -> None:
+    with pytest.raises(ValueError, match=f"method '{method}' does not take {refused}"):
+        DensePathConfig.for_method(method, **overrides)
 
 
 def test_positional_embedding_resampling() -> None:
@@ -121,8 +144,26 @@ def test_positional_embedding_resampling() -> None:
         ((10, 1000), 16, (448, 44800)),
     ],
 )
-def test_input_size(image_hw, patch, expected) -> None:
+def test_input_size_without_a_cap(image_hw, patch, expected) -> None:
     assert input_size_hw(image_hw, short_side=448, patch_size=patch) == expected
+
+
+@pytest.mark.parametrize(
+    "image_hw,patch,max_long_side,expected",
+    [
+        ((480, 640), 16, 1792, (448, 592)),  # within the cap: unchanged
+        ((448, 1792), 16, 1792, (448, 1792)),  # exactly 4:1
+        ((100, 2000), 16, 1792, (96, 1792)),  # scale 0.896: 89.6 -> 96 (6 patches), 1792
+        ((2000, 100), 16, 1792, (1792, 96)),
+        ((10, 1000), 16, 1792, (16, 1792)),  # 17.9 -> one patch at least
+        ((100, 2000), 14, 1800, (84, 1792)),  # cap rounded down to the patch: 128 patches
+        ((100, 2000), 16, 448, (16, 448)),  # cap = short side: 22.4 -> one patch
+    ],
+)
+def test_input_size_long_side_cap(image_hw, patch, max_long_side, expected) -> None:
+    height, width = input_size_hw(image_hw, short_side=448, patch_size=patch, max_long_side=max_long_side)
+    assert (height, width) == expected
+    assert max(height, width) <= max_long_side
 
 
 @pytest.fixture(scope="module")
@@ -148,21 +189,52 @@ def test_clip_method_reproduces_open_clip_tokens(tiny_visual) -> None:
     torch.testing.assert_close(features, expected.reshape(2, 4, 4, -1), atol=1e-5, rtol=1e-5)
 
 
-def test_maskclip_is_the_value_path_of_the_last_block(tiny_visual) -> None:
+@pytest.fixture
+def layer_scaled_visual(tiny_visual):
+    """The tiny ViT with random layer scales in its last block (CLIP's are identities, which would
+    hide a missing ``ls_1`` / ``ls_2``)."""
+    visual = copy.deepcopy(tiny_visual)
+    last = visual.transformer.resblocks[-1]
+    torch.manual_seed(3)
+    last.ls_1, last.ls_2 = LayerScale(48, 1.0), LayerScale(48, 1.0)
+    with torch.no_grad():
+        last.ls_1.gamma.uniform_(0.2, 2.0)
+        last.ls_2.gamma.uniform_(0.2, 2.0)
+    return visual
+
+
+@pytest.mark.parametrize("variant", ["official", "surgery"])
+def test_maskclip_variants(layer_scaled_visual, variant) -> None:
+    """official (MaskCLIP's code): v-path + residual, then the block's MLP; surgery: x + out_proj(v)."""
+    visual = layer_scaled_visual
     torch.manual_seed(0)
     images = torch.randn(1, 3, 64, 80)
-    encoder = DenseVisionEncoder(tiny_visual, config=DensePathConfig.for_method("maskclip"))
-    last = tiny_visual.transformer.resblocks[-1]
+    encoder = DenseVisionEncoder(visual, config=DensePathConfig.for_method("maskclip", maskclip_variant=variant))
+    last = visual.transformer.resblocks[-1]
     width = last.attn.embed_dim
     with torch.no_grad():
         x = encoder.embed(images)
-        for block in tiny_visual.transformer.resblocks[:-1]:
+        for block in visual.transformer.resblocks[:-1]:
             x = block(x)
         value = last.ln_1(x) @ last.attn.in_proj_weight[2 * width :].T + last.attn.in_proj_bias[2 * width :]
-        tokens = value @ last.attn.out_proj.weight.T + last.attn.out_proj.bias
-        expected = tiny_visual.ln_post(tokens[:, 1:]) @ tiny_visual.proj
+        tokens = x + last.ls_1.gamma * (value @ last.attn.out_proj.weight.T + last.attn.out_proj.bias)
+        if variant == "official":
+            tokens = tokens + last.ls_2.gamma * last.mlp(last.ln_2(tokens))
+        expected = visual.ln_post(tokens[:, 1:]) @ visual.proj
         features = encoder(images)
     torch.testing.assert_close(features, expected.reshape(1, 4, 5, -1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gem", "clip", "maskclip", "clipsurgery"])
+def test_image_embedding_is_open_clips(tiny_visual, method) -> None:
+    """The image embedding beside the dense features is the unchanged ViT's pooled output."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    encoder = DenseVisionEncoder(tiny_visual, config=DensePathConfig.for_method(method))
+    with torch.no_grad():
+        patches, image_embedding = encoder.features(images, with_image_embedding=True)
+        torch.testing.assert_close(image_embedding, tiny_visual(images), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(patches, encoder(images), atol=1e-6, rtol=1e-6)
 
 
 def test_methods_give_different_features(tiny_visual) -> None:
