@@ -14,14 +14,23 @@ from typing import Any
 
 from .gem import MASKCLIP_VARIANTS, METHOD_OPTIONS, METHODS, DensePathConfig
 from .mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
+from .quality import QualityControls
 from .sam_model import SAM_ARCHITECTURES
 from .scorer import GemScorer, ScorerConfig, build_gem_scorer
 from .text import DEFAULT_TEMPLATES
+from .weights import WeightsUnavailableError
 
 DEFAULT_CLIP_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
 DEFAULT_SAM_MODEL = "vit_h"
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    WeightsUnavailableError,
+)
 # The flag of each dense-path option (``DensePathConfig`` field names).
 PATH_OPTION_FLAGS = {
     "depth": "--gem-depth",
@@ -136,6 +145,42 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag(field.name), type=type(field.default), default=None, help=help_text)
 
 
+def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset quality controls (``QualityControls``); every one is off unless given."""
+    group = parser.add_argument_group(
+        "dataset quality controls (off by default; good thresholds depend on the CLIP model)"
+    )
+    group.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        metavar="COS",
+        help="drop a mask whose best pooled cosine similarity with the vocabulary is below COS, so masks that "
+        "match no class are not forced into one",
+    )
+    group.add_argument(
+        "--dedupe-iou",
+        type=float,
+        default=None,
+        metavar="IOU",
+        help="of two masks of the same class whose mask IoU is above IOU, keep the higher score",
+    )
+    group.add_argument(
+        "--drop-parts",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="drop a mask when a larger mask of the same class covers at least FRACTION of its pixels",
+    )
+    group.add_argument(
+        "--max-masks-per-image", type=int, default=None, metavar="N", help="keep the N highest-scoring masks"
+    )
+
+
+def quality_from_args(args: argparse.Namespace) -> QualityControls:
+    return QualityControls(**given(args, [field.name for field in dataclasses.fields(QualityControls)]))
+
+
 def add_device_argument(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU when there is one)"
@@ -188,6 +233,20 @@ def generator_from_args(args: argparse.Namespace, *, device: Any) -> GridMaskGen
     return build_mask_generator(
         model_type=args.sam_model, checkpoint=args.sam_checkpoint, device=device, **generator_settings(args)
     )
+
+
+def require_writable_file(path: str, *, option: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a file: not a folder, in an existing,
+    writable folder."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{option} {path!r} is a folder; give a file name, e.g. {path.rstrip('/')}/out.json")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"the folder of {option} {path!r} does not exist ({str(parent)!r})")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{option} {path!r} cannot be written: no write permission in {str(parent)!r}")
+    return target
 
 
 def require_folder(path: str, *, option: str) -> Path:

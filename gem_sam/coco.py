@@ -23,7 +23,8 @@ class LabelledImage:
     """One image's result: its path relative to the image folder, size and annotations.
 
     Each annotation holds ``class_index`` (into the vocabulary), ``segmentation`` (COCO RLE),
-    ``area``, ``bbox`` (XYWH), ``score``, ``predicted_iou`` and ``stability_score``.
+    ``area``, ``bbox`` (XYWH), ``score``, ``similarity`` (best pooled cosine similarity; absent in
+    records of older versions), ``predicted_iou`` and ``stability_score``.
     """
 
     file_name: str
@@ -52,6 +53,7 @@ def categories(vocabulary: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _coco_annotation(annotation: dict[str, Any], *, annotation_id: int, image_id: int) -> dict[str, Any]:
+    extra = {"similarity": float(annotation["similarity"])} if "similarity" in annotation else {}
     return {
         "id": annotation_id,
         "image_id": image_id,
@@ -63,6 +65,7 @@ def _coco_annotation(annotation: dict[str, Any], *, annotation_id: int, image_id
         "score": float(annotation["score"]),
         "predicted_iou": float(annotation["predicted_iou"]),
         "stability_score": float(annotation["stability_score"]),
+        **extra,
     }
 
 

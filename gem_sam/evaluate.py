@@ -30,6 +30,7 @@ from .cli_args import (
     generator_from_args,
     given,
     require_folder,
+    require_writable_file,
     scorer_from_args,
 )
 from .images import ImageReadError, load_image
@@ -233,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         for option, path in (("--points", args.points), ("--classes", args.classes)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{option} file {path!r} does not exist")
-        if not Path(args.out).resolve().parent.is_dir():
-            raise FileNotFoundError(f"the folder of --out {args.out!r} does not exist")
+        require_writable_file(args.out, option="--out")
         image_ids = None
         if args.image_ids is not None:
             lines = Path(args.image_ids).read_text(encoding="utf-8").split()

@@ -13,11 +13,14 @@ from .cli_args import (
     USER_ERRORS,
     add_device_argument,
     add_generator_arguments,
+    add_quality_arguments,
     add_scorer_arguments,
     check_path_options,
     generator_settings,
     given,
+    quality_from_args,
     require_folder,
+    require_writable_file,
     scorer_options,
 )
 from .labeller_spec import LabellerSpec
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scorer_arguments(parser)
     add_generator_arguments(parser)
+    add_quality_arguments(parser)
 
     run = parser.add_argument_group("labelling and device")
     run.add_argument(
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         require_folder(args.images, option="--images")
+        require_writable_file(args.out, option="--out")
         check_path_options(args, method=args.method)
         spec = LabellerSpec(
             vocabulary=tuple(read_vocabulary(args.vocab)),
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             sam_model=args.sam_model,
             sam_checkpoint=args.sam_checkpoint,
             generator=MaskGeneratorConfig(**generator_settings(args)),
-            labelling=LabelConfig(**given(args, ["min_score"])),
+            labelling=LabelConfig(**given(args, ["min_score"]), quality=quality_from_args(args)),
             device=args.device,
         )
         run_options = {

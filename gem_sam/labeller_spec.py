@@ -71,5 +71,5 @@ class LabellerSpec:
             "sam_model": self.sam_model,
             "sam_checkpoint": self.sam_checkpoint,
             "mask_generator": dataclasses.asdict(self.generator),
-            "labelling": dataclasses.asdict(self.labelling),
+            "labelling": self.labelling.settings(),
         }

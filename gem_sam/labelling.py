@@ -8,9 +8,11 @@ is below ``min_score`` are dropped (default 0: every mask is kept and named).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from .quality import QualityControls
 
 
 @dataclass(frozen=True)
@@ -18,10 +20,16 @@ class LabelConfig:
     """How masks are named and filtered."""
 
     min_score: float = 0.0  # drop masks whose class probability is below this (0 keeps all)
+    quality: QualityControls = field(default_factory=QualityControls)  # dataset controls, off by default
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score={self.min_score} must lie in [0, 1]")
+
+    def settings(self) -> dict[str, float | int]:
+        """The settings in effect: ``min_score`` and the quality controls that are on."""
+        on = {name: value for name, value in vars(self.quality).items() if value is not None}
+        return {"min_score": self.min_score, **on}
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class MaskLabels:
 
     class_index: torch.Tensor  # [M] int64, index into the vocabulary
     score: torch.Tensor  # [M] float32, softmax probability of that class
+    similarity: torch.Tensor  # [M] float32, pooled similarity of that class (the best over the vocabulary)
     keep: torch.Tensor  # [M] bool, score >= min_score
 
 
@@ -39,4 +48,5 @@ def label_masks(pooled: torch.Tensor, *, logit_scale: float, config: LabelConfig
     score, class_index = (
         probabilities.max(dim=-1) if pooled.shape[0] else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
     )
-    return MaskLabels(class_index=class_index, score=score, keep=score >= config.min_score)
+    similarity = pooled.float().gather(1, class_index[:, None])[:, 0] if pooled.shape[0] else torch.zeros(0)
+    return MaskLabels(class_index=class_index, score=score, similarity=similarity, keep=score >= config.min_score)

@@ -31,16 +31,23 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """COCO RLE (``counts`` str or bytes) -> [H, W] bool."""
+    return mask_utils.decode(compressed_rle(rle)).astype(bool)
+
+
+def compressed_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """A COCO RLE with ``counts`` as bytes, as pycocotools' C functions take it."""
     counts = rle["counts"]
-    compressed = {"size": list(rle["size"]), "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
-    return mask_utils.decode(compressed).astype(bool)
+    return {"size": list(rle["size"]), "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
 
 
 def rle_area(rle: dict[str, Any]) -> int:
     """Number of foreground pixels of a COCO RLE."""
-    counts = rle["counts"]
-    compressed = {"size": list(rle["size"]), "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
-    return int(mask_utils.area(compressed))
+    return int(mask_utils.area(compressed_rle(rle)))
+
+
+def rle_bbox_xywh(rle: dict[str, Any]) -> list[float]:
+    """COCO box [x, y, w, h] of a COCO RLE: the pixel extent (a full 512x512 mask is 512x512)."""
+    return [float(v) for v in mask_utils.toBbox(compressed_rle(rle))]
 
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[float]:

@@ -17,8 +17,10 @@ from .coco import LabelledImage, write_coco_streaming, write_json_atomic
 from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
 from .labelling import LabelConfig, label_masks
 from .mask_generator import GridMaskGenerator
-from .mask_ops import decoded_mask_chunks, pool_in_masks
+from .mask_ops import decoded_mask_chunks, pool_in_masks, rle_bbox_xywh
 from .overlay import save_overlay
+from .quality import select_masks
+from .run_report import RunReport, save_report_png
 from .run_store import RunStore
 from .scorer import GemScorer
 from .text import validate_vocabulary
@@ -50,7 +52,8 @@ class AutoLabeller:
 
     def label(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
         """HxWx3 uint8 RGB -> annotations (``class_index``, COCO RLE ``segmentation``, ``area``,
-        ``bbox`` XYWH, ``score``, ``predicted_iou``, ``stability_score``), in SAM's mask order."""
+        ``bbox`` XYWH, ``score``, ``similarity``, ``predicted_iou``, ``stability_score``), in SAM's
+        mask order, after the label config's filters."""
         return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb))
 
     def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,19 +70,30 @@ class AutoLabeller:
             [pool_in_masks(similarity, masks) for _, masks in decoded_mask_chunks(records, size_hw=image_rgb.shape[:2])]
         )  # [M, C]
         labels = label_masks(pooled, logit_scale=self.scorer.logit_scale, config=self.config)
-        return [
+        annotations = [
             {
                 "class_index": int(labels.class_index[i]),
                 "segmentation": record["segmentation"],
                 "area": int(record["area"]),
-                "bbox": [float(v) for v in record["bbox"]],
+                "bbox": rle_bbox_xywh(record["segmentation"]),  # COCO's extent, not SAM's inclusive box
                 "score": float(labels.score[i]),
+                "similarity": float(labels.similarity[i]),
                 "predicted_iou": float(record["predicted_iou"]),
                 "stability_score": float(record["stability_score"]),
             }
             for i, record in enumerate(records)
             if bool(labels.keep[i])
         ]
+        if not self.config.quality.active:
+            return annotations
+        kept = select_masks(
+            classes=[annotation["class_index"] for annotation in annotations],
+            scores=[annotation["score"] for annotation in annotations],
+            segmentations=[annotation["segmentation"] for annotation in annotations],
+            similarities=[annotation["similarity"] for annotation in annotations],
+            controls=self.config.quality,
+        )
+        return [annotations[i] for i in kept]
 
     def label_file(self, images_dir: Path, file_name: Path, *, overlay_dir: Path | None = None) -> LabelledImage:
         """Label ``images_dir / file_name``; with ``overlay_dir``, also write its overlay there.
@@ -121,6 +135,7 @@ class RunSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     masks: int = 0  # annotations in the output file
     seconds: float = 0.0  # wall time of the labelling in this run
+    report_png: bool = False  # whether the report picture was drawn (needs matplotlib)
 
     @property
     def seconds_per_image(self) -> float | None:
@@ -135,6 +150,8 @@ class RunSummary:
             f"time: {self.seconds:.1f} s, {per_image}",
         ]
         out += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        if not self.report_png:
+            out.append("report picture not drawn: install matplotlib (pip install 'gem_sam[report]')")
         return out
 
 
@@ -149,19 +166,30 @@ def prepare_run(
 
 
 def finish_run(
-    store: RunStore, *, done: list[str], vocabulary: Sequence[str], summary: RunSummary, settings: dict[str, Any]
+    store: RunStore,
+    *,
+    done: list[str],
+    vocabulary: Sequence[str],
+    summary: RunSummary,
+    settings: dict[str, Any],
+    images_dir: str | os.PathLike,
 ) -> RunSummary:
-    """Assemble the COCO file from the records of ``done`` and write the list of skipped files."""
+    """Assemble the COCO file from the records of ``done``; write the list of skipped files and the
+    run report (``<out>.report.json``, and ``<out>.report.png`` when matplotlib is installed)."""
+    report = RunReport(vocabulary=vocabulary, skipped=list(summary.skipped))
     summary.masks = write_coco_streaming(
-        (store.load(name) for name in sorted(done)),
+        report.passing(store.load(name) for name in sorted(done)),
         vocabulary,
         store.out_path,
-        info={"description": "gem_sam", "settings": settings},
+        info={"description": "gem_sam", "images_dir": str(Path(images_dir).resolve()), "settings": settings},
     )
     write_json_atomic(
         [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
         Path(f"{store.out_path}.skipped.json"),
     )
+    report_json = report.to_json()
+    write_json_atomic(report_json, Path(f"{store.out_path}.report.json"))
+    summary.report_png = save_report_png(report_json, Path(f"{store.out_path}.report.png"))
     return summary
 
 
@@ -203,4 +231,6 @@ def label_folder(
             summary.labelled += 1
             done.append(name)
     summary.seconds = time.perf_counter() - start
-    return finish_run(store, done=done, vocabulary=labeller.vocabulary, summary=summary, settings=settings)
+    return finish_run(
+        store, done=done, vocabulary=labeller.vocabulary, summary=summary, settings=settings, images_dir=images_dir
+    )

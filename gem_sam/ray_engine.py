@@ -110,4 +110,6 @@ def label_folder_ray(
                 ray.shutdown()
     summary.seconds = time.perf_counter() - start
     summary.skipped.sort()
-    return finish_run(store, done=done, vocabulary=spec.vocabulary, summary=summary, settings=settings)
+    return finish_run(
+        store, done=done, vocabulary=spec.vocabulary, summary=summary, settings=settings, images_dir=images_dir
+    )

@@ -22,7 +22,7 @@ from .devices import resolve_device
 from .feature_surgery import feature_surgery
 from .gem import DensePathConfig, DenseVisionEncoder
 from .text import DEFAULT_TEMPLATES, encode_empty_prompt, encode_vocabulary, validate_templates
-from .weights import CHECKPOINTS_README
+from .weights import CHECKPOINTS_README, WeightsUnavailableError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -223,9 +223,10 @@ def load_clip_model(
             raise ValueError(
                 f"CLIP checkpoint {pretrained!r} does not fit the architecture {model_name}: {error}"
             ) from error
-        raise RuntimeError(
-            f"could not get the weights {model_name} / {pretrained}: {error}. If this machine is offline, "
-            f"download them elsewhere and pass the file with --pretrained; see {CHECKPOINTS_README}"
+        raise WeightsUnavailableError(
+            f"could not get the weights {model_name} / {pretrained}: {str(error).rstrip('.')}. "
+            "If this machine is offline, download them elsewhere and pass the file with --pretrained; "
+            f"see {CHECKPOINTS_README}"
         ) from error
     return model.eval()
 

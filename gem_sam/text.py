@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -54,14 +55,39 @@ def encode_vocabulary(
     (the CLIP prompt-ensemble convention); with one template this is that template's embedding.
     """
     names = validate_vocabulary(classes)
+    templates = validate_templates(templates)
+    warn_truncated_names(names, templates=templates, tokenizer=tokenizer)
     return _encode_with_templates(
         names,
         encode_tokens=encode_tokens,
         tokenizer=tokenizer,
-        templates=validate_templates(templates),
+        templates=templates,
         device=device,
         batch_size=batch_size,
     )
+
+
+def warn_truncated_names(names: Sequence[str], *, templates: Sequence[str], tokenizer: Callable) -> list[str]:
+    """Warn, naming each, about class names whose prompt exceeds the text encoder's context (the
+    tokenizer would cut it off silently); returns those names. Tokenizers without ``encode`` and
+    ``context_length`` (open_clip's BPE tokenizer has both) are not checked."""
+    encode = getattr(tokenizer, "encode", None)
+    context_length = getattr(tokenizer, "context_length", None)
+    if encode is None or context_length is None:
+        return []
+    truncated = []
+    for name in names:
+        longest = max((template.format(name) for template in templates), key=lambda prompt: len(encode(prompt)))
+        tokens = len(encode(longest)) + 2  # start and end tokens
+        if tokens > context_length:
+            truncated.append(name)
+            warnings.warn(
+                f"class name {name!r} is too long for the text encoder: its prompt {longest!r} has {tokens} tokens "
+                f"and the encoder reads {context_length}; the rest is cut off. Shorten the name.",
+                UserWarning,
+                stacklevel=3,
+            )
+    return truncated
 
 
 @torch.no_grad()

@@ -17,6 +17,10 @@ from .atomic import atomic_write
 CHECKPOINTS_README = "checkpoints/README.md in the gem_sam repository"
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Weights that could not be had: not on disk and not downloadable (e.g. offline)."""
+
+
 @dataclass(frozen=True)
 class CheckpointFile:
     """A published checkpoint: where it lives and the SHA-256 of its bytes."""

@@ -3,6 +3,8 @@ checkpoint files, and real photos from scikit-image."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +14,8 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from gem_sam.sam_model import SamArchitecture, build_sam_model, register_sam_architecture
 
@@ -106,6 +110,19 @@ def vocab_file(tmp_path: Path) -> Path:
 
 def rgb_photo(name: str = "astronaut.png", *, long_side: int = 160) -> np.ndarray:
     return np.asarray(small_photo(name, long_side=long_side).convert("RGB"))
+
+
+def self_evaluation(coco_path: Path):
+    """pycocotools' segm COCOeval of a COCO file's annotations (with scores) against the file itself;
+    returns the evaluator after ``summarize`` (``stats[0]`` is AP)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(str(coco_path))
+        detections = ground_truth.loadRes(json.loads(Path(coco_path).read_text())["annotations"])
+        evaluator = COCOeval(ground_truth, detections, iouType="segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
 
 
 def copy_photo(name: str, target: Path) -> Path:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from gem_sam.label import main
 from gem_sam.mask_generator import build_mask_generator
 
-from .conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME, rgb_photo, small_photo, tiny_sam
+from .conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME, rgb_photo, self_evaluation, small_photo, tiny_sam
 
 
 @pytest.fixture
@@ -62,14 +63,10 @@ def test_labels_a_folder_into_valid_coco(photo_folder: Path, vocab_file: Path, t
         assert 1 <= annotation["category_id"] <= 3 and 0.0 < annotation["score"] <= 1.0
     skipped = json.loads(Path(f"{out}.skipped.json").read_text())
     assert [entry["file_name"] for entry in skipped] == ["broken.jpg"]
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert [entry["file_name"] for entry in report["skipped"]] == ["broken.jpg"] and report["n_skipped"] == 1
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO(str(out))
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes(data["annotations"]), iouType="segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    assert evaluator.stats[0] == pytest.approx(1.0, abs=1e-9)
+    assert self_evaluation(out).stats[0] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_rerun_resumes_and_settings_change_is_refused(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args):
@@ -235,3 +232,61 @@ def test_empty_masks_never_reach_the_coco_file(
     annotations = json.loads(out.read_text())["annotations"]
     assert annotations and all(annotation["area"] > 0 for annotation in annotations)
     assert len(annotations) == sum(record["area"] > 0 for record in records)
+
+
+@pytest.mark.parametrize("kind", ["folder", "under a file"])
+def test_out_is_checked_before_any_work(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args, kind) -> None:
+    if kind == "folder":
+        out, message = tmp_path / "results", "is a folder"
+        out.mkdir()
+    else:
+        (tmp_path / "file.txt").write_text("x")
+        out, message = tmp_path / "file.txt" / "annotations.json", "does not exist"
+    code, _, err = run(["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args])
+    assert code == 2 and message in err and str(out) in err
+    assert not list(tmp_path.glob("**/*.records"))
+
+
+def test_offline_pretrained_tag_is_one_error_line(photo_folder: Path, vocab_file: Path, tmp_path: Path) -> None:
+    """As a user runs it: a fresh process, offline, with an empty weights cache."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    argv = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(tmp_path / "a.json")]
+    argv += ["--clip-model", "ViT-B-16", "--pretrained", "openai", "--device", "cpu", "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-m", "gem_sam.label", *argv], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: could not get the weights ViT-B-16 / openai")
+    assert "--pretrained" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_quality_controls_and_run_report(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args) -> None:
+    out = tmp_path / "annotations.json"
+    controls = ["--max-masks-per-image", "2", "--dedupe-iou", "0.5", "--min-similarity", "-1"]
+    code, stdout, _ = run(
+        ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args, *controls]
+    )
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["info"]["settings"]["labelling"] == {
+        "min_score": 0.0,
+        "min_similarity": -1.0,
+        "dedupe_iou": 0.5,
+        "max_masks_per_image": 2,
+    }
+    per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=len(data["images"]) + 1)[1:]
+    assert per_image.max() == 2
+
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["n_images"] == len(data["images"]) and report["n_masks"] == len(data["annotations"])
+    by_class = np.bincount([a["category_id"] for a in data["annotations"]], minlength=4)[1:]
+    assert [entry["masks"] for entry in report["classes"]] == by_class.tolist()
+    assert report["masks_per_image"]["histogram"] == np.bincount(per_image).tolist()
+    for entry in report["classes"]:
+        scores = [a["score"] for a in data["annotations"] if a["category_id"] == entry["id"]]
+        assert sum(entry["score_histogram"]) == len(scores)
+        if scores:
+            assert entry["score"]["median"] == pytest.approx(float(np.median(scores)))
+    png = Path(f"{out}.report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

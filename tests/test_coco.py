@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from gem_sam.coco import LabelledImage, build_coco, write_coco_streaming, write_json_atomic
 from gem_sam.mask_ops import encode_rle, mask_bbox_xywh
+
+from .conftest import self_evaluation
 
 
 def _annotation(mask: np.ndarray, class_index: int, score: float) -> dict:
@@ -58,14 +56,8 @@ def test_structure_ids_and_fields() -> None:
 def test_pycocotools_loads_and_self_evaluation_gives_ap_one(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     write_json_atomic(build_coco(_images(), ["cat", "dog", "person"]), path)
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO(str(path))
-        detections = ground_truth.loadRes(json.loads(path.read_text())["annotations"])
-        evaluator = COCOeval(ground_truth, detections, iouType="segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    assert len(ground_truth.getAnnIds()) == 3
+    evaluator = self_evaluation(path)
+    assert len(evaluator.cocoGt.getAnnIds()) == 3
     assert evaluator.stats[0] == pytest.approx(1.0, abs=1e-9)  # AP@[.5:.95]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gem_sam.text import encode_vocabulary, validate_templates, validate_vocabulary
+from gem_sam.text import encode_vocabulary, validate_templates, validate_vocabulary, warn_truncated_names
 from gem_sam.vocab import parse_vocabulary, read_vocabulary
 
 
@@ -81,3 +82,16 @@ def test_template_ensemble_by_hand() -> None:
     dog = F.normalize(torch.tensor([1.0, 1.0, 0.0]), dim=0)
     torch.testing.assert_close(out, torch.stack([cat, dog]))
     assert prompts == ["a cat", "the cat", "a dog", "the dog"]
+
+
+def test_class_names_too_long_for_the_text_encoder_are_named() -> None:
+    """open_clip's tokenizer cuts prompts at its context (77 tokens) without a word; we warn."""
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    long_name = " ".join(["very"] * 80) + " long cat"  # 82 words, one token each
+    with pytest.warns(UserWarning, match="class name 'very very .* long cat' is too long .* reads 77") as caught:
+        truncated = warn_truncated_names(["cat", long_name], templates=("a photo of a {}.",), tokenizer=tokenizer)
+    assert truncated == [long_name] and len(caught) == 1
+    # 'a photo of a' (4 tokens) + 70 words + '.' + start and end tokens = 77: fits exactly
+    fits = " ".join(["very"] * 70)
+    assert warn_truncated_names([fits], templates=("a photo of a {}.",), tokenizer=tokenizer) == []
+    assert len(tokenizer.encode(f"a photo of a {fits}.")) + 2 == 77
