@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .eval_engine import ModelSpec
 from .gem import MASKCLIP_VARIANTS, METHOD_OPTIONS, METHODS, DensePathConfig
 from .mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
 from .quality import QualityControls
@@ -37,6 +38,7 @@ PATH_OPTION_FLAGS = {
     "iterations": "--gem-iterations",
     "maskclip_variant": "--maskclip-variant",
     "feature_surgery": "--feature-surgery/--no-feature-surgery",
+    "projections": "--gem-projections",
 }
 
 
@@ -86,6 +88,14 @@ def add_scorer_arguments(parser: argparse.ArgumentParser, *, with_method: bool =
         help=f"gem: self-self attention iterations K (default: {path_defaults.iterations})",
     )
     group.add_argument(
+        "--gem-projections",
+        type=projection_list,
+        default=None,
+        metavar="q,k,v",
+        help="gem: projections whose self-self attention is ensembled, comma-separated (the paper's Table 1; "
+        f"default: {','.join(path_defaults.projections)})",
+    )
+    group.add_argument(
         "--maskclip-variant",
         default=None,
         choices=MASKCLIP_VARIANTS,
@@ -120,6 +130,14 @@ def add_scorer_arguments(parser: argparse.ArgumentParser, *, with_method: bool =
         help="cap on the GEM input's long side in pixels; more elongated images are scaled down so that "
         f"memory stays bounded (default: {ScorerConfig().max_long_side})",
     )
+
+
+def projection_list(text: str) -> tuple[str, ...]:
+    """``"q,k"`` -> ``("q", "k")``; argparse reports a bad value with the valid choices."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(name not in ("q", "k", "v") for name in names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of q, k, v")
+    return names
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +217,7 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
         "iterations": args.gem_iterations,
         "templates": args.template,
         **given(args, ["maskclip_variant", "feature_surgery", "short_side", "max_long_side"]),
+        **({"projections": args.gem_projections} if args.gem_projections else {}),
     }
 
 
@@ -233,6 +252,81 @@ def generator_from_args(args: argparse.Namespace, *, device: Any) -> GridMaskGen
     return build_mask_generator(
         model_type=args.sam_model, checkpoint=args.sam_checkpoint, device=device, **generator_settings(args)
     )
+
+
+def add_ray_arguments(group: argparse._ArgumentGroup, *, what: str) -> None:
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help=f"{what} with Ray Data, one model replica per worker: without ADDRESS on a local Ray runtime, "
+        "with ADDRESS (e.g. ray://head:10001 or auto) on that cluster; needs gem_sam[ray]",
+    )
+    group.add_argument(
+        "--ray-workers", type=int, default=None, help="model replicas with --ray (default: one per GPU, else 1)"
+    )
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """The Ray cluster of ``--ray``: None for a local runtime."""
+    return None if args.ray in (None, "local") else args.ray
+
+
+def run_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """How an evaluation runs (``eval_engine.evaluate_selected``): records beside --out, Ray, progress."""
+    return {
+        "out_path": args.out,
+        "restart": args.restart,
+        "use_ray": args.ray is not None,
+        "ray_address": ray_address(args),
+        "workers": args.ray_workers,
+        "progress": not args.quiet,
+    }
+
+
+def model_spec_from_args(args: argparse.Namespace, *, method: str, with_generator: bool) -> ModelSpec:
+    """The evaluation's models as a spec (built where the images are evaluated)."""
+    check_path_options(args, method=method)
+    return ModelSpec(
+        clip_model=args.clip_model,
+        pretrained=args.pretrained,
+        method=method,
+        scorer_options={key: value for key, value in scorer_options(args).items() if value is not None},
+        sam_model=args.sam_model if with_generator else None,
+        sam_checkpoint=args.sam_checkpoint if with_generator else None,
+        generator_settings=generator_settings(args) if with_generator else {},
+        device=args.device,
+    )
+
+
+def evaluation_settings(args: argparse.Namespace, model: ModelSpec, *, gem_sam: bool) -> dict[str, Any]:
+    """The settings part of an evaluation report: scorer, models, selection, and the mask generator
+    with gem-sam."""
+    settings: dict[str, Any] = {
+        "scorer": dataclasses.asdict(model.scorer_config()),
+        "model": model.settings(),
+        "limit": args.limit,
+        "seed": args.seed,
+    }
+    if gem_sam:
+        settings["mask_generator"] = dataclasses.asdict(MaskGeneratorConfig(**model.generator_settings))
+        settings["sam_model"] = args.sam_model
+    return settings
+
+
+def evaluation_report(
+    args: argparse.Namespace, *, variant: str, device: str, settings: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "method": args.method,
+        "method_variant": variant,
+        "model": {"clip_model": args.clip_model, "pretrained": args.pretrained},
+        "device": device,
+        "settings": settings,
+        **results,
+    }
 
 
 def require_writable_file(path: str, *, option: str) -> Path:

@@ -10,29 +10,33 @@ yes-point are evaluated, prompted with their display names (see ``gem_sam.point_
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from . import __version__
 from .cli_args import (
     USER_ERRORS,
     add_device_argument,
     add_generator_arguments,
+    add_ray_arguments,
     add_scorer_arguments,
+    evaluation_report,
+    evaluation_settings,
     flag,
-    generator_from_args,
     given,
+    model_spec_from_args,
     require_folder,
     require_writable_file,
-    scorer_from_args,
+    run_options_from_args,
 )
+from .coco import write_json_atomic
+from .eval_engine import ModelSpec, evaluate_selected
 from .images import ImageReadError, load_image
 from .openimages import list_image_ids, read_class_descriptions, read_point_labels, select_image_ids
 from .point_metric import PointIoU, count_points
@@ -44,7 +48,8 @@ from .point_predictor import (
     PointPredictor,
     SamRefinement,
 )
-from .scorer import GemScorer
+from .run_store import RunMismatchError
+from .scorer import ScorerConfig
 
 # Table 3 of the paper: (p-mIoU, fps on one A6000) by (method, model family).
 PAPER_TABLE3: dict[tuple[str, str], tuple[float, float]] = {
@@ -68,8 +73,56 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+@dataclass(frozen=True)
+class PointEvalTask:
+    """Evaluating images of the point set; ``build()`` loads the models (from ``model``, unless a
+    ready ``predictor`` is given, which stays in this process) and the points of ``image_ids``."""
+
+    points_csv: str
+    classes_csv: str
+    images_dir: str
+    image_ids: tuple[str, ...]
+    model: ModelSpec | None = None
+    method: str = "gem"
+    refinement: SamRefinement = SamRefinement()
+    predictor: Any = None  # an object with PointPredictor's ``inside``
+
+    def build(self) -> Callable[[str], dict[str, Any]]:
+        predictor = self.predictor
+        if predictor is None:
+            scorer, generator = self.model.build()
+            predictor = PointPredictor(
+                method=self.method, scorer=scorer, mask_generator=generator, refinement=self.refinement
+            )
+        class_names = read_class_descriptions(self.classes_csv)
+        points = read_point_labels(self.points_csv, image_ids=list(self.image_ids), classes=class_names)
+
+        def evaluate(image_id: str) -> dict[str, Any]:
+            labels = points.get(image_id)
+            if labels is None or not labels.evaluated_classes():
+                return {"status": "no_classes"}
+            path = Path(self.images_dir) / f"{image_id}.jpg"
+            if not path.exists():
+                return {"status": "missing"}
+            try:
+                image = load_image(path)
+            except ImageReadError as error:
+                return {"status": "unreadable", "reason": str(error)}
+            mids = labels.evaluated_classes()
+            start = time.perf_counter()
+            inside = predictor.inside(image, [class_names[mid] for mid in mids], labels.x, labels.y)  # [C, P]
+            seconds = time.perf_counter() - start
+            counts = []
+            for row, mid in enumerate(mids):
+                of_class = [index for index, label in enumerate(labels.label) if label == mid]
+                counts.append([mid, *count_points(inside[row, of_class], labels.answer[of_class])])
+            return {"status": "ok", "counts": counts, "seconds_model": seconds}
+
+        return evaluate
+
+
 def evaluate_points(
-    predictor: PointPredictor,
+    predictor: Any = None,
     *,
     points_csv: str,
     classes_csv: str,
@@ -77,10 +130,19 @@ def evaluate_points(
     image_ids: list[str] | None = None,
     limit: int | None = None,
     seed: int = 0,
-    progress: bool = True,
+    model: ModelSpec | None = None,
+    method: str = "gem",
+    refinement: SamRefinement = SamRefinement(),
+    **run_options: Any,
 ) -> dict[str, Any]:
-    """Run ``predictor`` over the selected images and return the metric and timing part of the report."""
-    class_names = read_class_descriptions(classes_csv)
+    """Evaluate the selected images and return the metric and timing part of the report.
+
+    Models: a ready ``predictor`` (this process), or a ``model`` spec built where the images are
+    evaluated (needed with Ray). ``run_options`` are those of ``eval_engine.evaluate_selected``
+    (``out_path``: keep per-image counts in ``<out_path>.records/`` so an interrupted evaluation
+    resumes; ``use_ray``, ``workers``, ``progress``, ...). The report is the same as an
+    uninterrupted single-process run's.
+    """
     available = list_image_ids(points_csv)
     if image_ids is not None:
         unknown = sorted(set(image_ids) - set(available))
@@ -88,38 +150,31 @@ def evaluate_points(
             raise ValueError(f"{len(unknown)} image id(s) are not in {points_csv!r}, e.g. {unknown[0]!r}")
         available = sorted(set(image_ids))
     selected = select_image_ids(available, limit=limit, seed=seed)
-    points = read_point_labels(points_csv, image_ids=selected, classes=class_names)
-
+    if predictor is None and model is None:
+        raise ValueError("give a predictor or a model spec")
+    task = PointEvalTask(
+        points_csv=points_csv,
+        classes_csv=classes_csv,
+        images_dir=images_dir,
+        image_ids=tuple(selected),
+        model=model,
+        method=method,
+        refinement=refinement,
+        predictor=predictor,
+    )
     metric = PointIoU()
-    missing: list[str] = []
-    unreadable: list[tuple[str, str]] = []
-    evaluated = 0
-    model_seconds = 0.0
-    start = time.perf_counter()
-    bar = tqdm(selected, desc="evaluating", unit="img", disable=not progress)
-    for image_id in bar:
-        labels = points.get(image_id)
-        if labels is None or not labels.evaluated_classes():
-            continue
-        path = Path(images_dir) / f"{image_id}.jpg"
-        if not path.exists():
-            missing.append(image_id)
-            continue
-        try:
-            image = load_image(path)
-        except ImageReadError as error:
-            unreadable.append((image_id, str(error)))
-            continue
-        mids = labels.evaluated_classes()
-        model_start = time.perf_counter()
-        inside = predictor.inside(image, [class_names[mid] for mid in mids], labels.x, labels.y)  # [C, P]
-        model_seconds += time.perf_counter() - model_start
-        for row, mid in enumerate(mids):
-            of_class = [index for index, label in enumerate(labels.label) if label == mid]
-            metric.add(mid, count_points(inside[row, of_class], labels.answer[of_class]))
-        evaluated += 1
-        bar.set_postfix(p_miou=f"{100 * metric.p_miou:.1f}")
-    total_seconds = time.perf_counter() - start
+
+    def add(record: dict[str, Any]) -> str | None:
+        for mid, *counts in record.get("counts", []):
+            metric.add(mid, tuple(counts))
+        return f"p_miou={100 * metric.p_miou:.1f}" if metric.per_class else None
+
+    records, total_seconds = evaluate_selected(task, selected, on_record=add, **run_options)
+    metric = PointIoU()  # the report: every record, in image order
+    for record in records:
+        add(record)
+    evaluated = sum(record["status"] == "ok" for record in records)
+    model_seconds = sum(record.get("seconds_model", 0.0) for record in records)
     return {
         "p_miou": 100 * metric.p_miou,
         "p_miou_per_pair": 100 * metric.p_miou_per_pair,
@@ -127,19 +182,23 @@ def evaluate_points(
         "n_classes": metric.n_classes,
         "n_pairs": len(metric.pair_ious),
         "n_selected": len(selected),
-        "missing_images": missing,
-        "unreadable_images": [{"image_id": i, "reason": r} for i, r in unreadable],
+        "missing_images": [i for i, r in zip(selected, records, strict=True) if r["status"] == "missing"],
+        "unreadable_images": [
+            {"image_id": i, "reason": r["reason"]}
+            for i, r in zip(selected, records, strict=True)
+            if r["status"] == "unreadable"
+        ],
         "fps": evaluated / total_seconds if total_seconds and evaluated else None,
         "fps_model": evaluated / model_seconds if model_seconds and evaluated else None,
         "seconds": total_seconds,
     }
 
 
-def method_variant(scorer: GemScorer, refinement: SamRefinement | None) -> str:
+def method_variant(config: ScorerConfig, refinement: SamRefinement | None) -> str:
     """Which variant of the method ran, in words (dense path, prompts, gem-sam rule)."""
-    templates = scorer.config.templates
+    templates = config.templates
     prompts = f"prompt {templates[0]!r}" if len(templates) == 1 else f"{len(templates)} prompt templates averaged"
-    parts = [scorer.config.path.describe(), prompts]
+    parts = [config.path.describe(), prompts]
     if refinement is not None:
         parts.append(f"gem-sam rule {refinement.rule}")
     return "; ".join(parts)
@@ -181,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--image-ids", default=None, metavar="FILE", help="evaluate only these ids (one per line)")
     data.add_argument("--out", default="report.json", metavar="FILE", help="report JSON (default: report.json)")
     data.add_argument("--quiet", action="store_true", help="no progress bar")
+    data.add_argument(
+        "--restart", action="store_true", help="discard the per-image results kept beside --out by an earlier run"
+    )
 
     method = parser.add_argument_group("method")
     method.add_argument("--method", default="gem", choices=EVAL_METHODS, help="row of Table 3 (default: gem)")
@@ -208,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_scorer_arguments(parser, with_method=False)
     add_generator_arguments(parser)
-    add_device_argument(parser.add_argument_group("device"))
+    device = parser.add_argument_group("device and Ray")
+    add_device_argument(device)
+    add_ray_arguments(device, what="evaluate")
     parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
     return parser
 
@@ -229,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     refinement = sam_refinement_from_args(args, parser)
+    gem_sam = args.method == "gem-sam"
     try:
         require_folder(args.images, option="--images")
         for option, path in (("--points", args.points), ("--classes", args.classes)):
@@ -239,37 +304,38 @@ def main(argv: list[str] | None = None) -> int:
         if args.image_ids is not None:
             lines = Path(args.image_ids).read_text(encoding="utf-8").split()
             image_ids = [line.strip() for line in lines if line.strip()]
-        dense_method = "gem" if args.method == "gem-sam" else args.method
-        scorer = scorer_from_args(args, method=dense_method)
-        generator = generator_from_args(args, device=scorer.device) if args.method == "gem-sam" else None
-        predictor = PointPredictor(method=args.method, scorer=scorer, mask_generator=generator, refinement=refinement)
+        model = model_spec_from_args(args, method="gem" if gem_sam else args.method, with_generator=gem_sam)
+        config = model.scorer_config()
+        settings = evaluation_settings(args, model, gem_sam=gem_sam)
+        if gem_sam:
+            settings["sam_refinement"] = refinement.settings()
+        predictor, device = None, f"Ray workers ({args.ray_workers or 'one per GPU, else 1'})"
+        if args.ray is None:
+            scorer, generator = model.build()
+            predictor = PointPredictor(
+                method=args.method, scorer=scorer, mask_generator=generator, refinement=refinement
+            )
+            device = device_name(scorer.device)
         results = evaluate_points(
             predictor,
+            model=model,
+            method=args.method,
+            refinement=refinement,
             points_csv=args.points,
             classes_csv=args.classes,
             images_dir=args.images,
             image_ids=image_ids,
             limit=args.limit,
             seed=args.seed,
-            progress=not args.quiet,
+            settings={key: value for key, value in settings.items() if key != "scorer"},
+            **run_options_from_args(args),
         )
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, RunMismatchError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    settings: dict[str, Any] = {"scorer": dataclasses.asdict(scorer.config), "limit": args.limit, "seed": args.seed}
-    if generator is not None:
-        settings["mask_generator"] = dataclasses.asdict(generator.config)
-        settings["sam_refinement"] = refinement.settings()
-        settings["sam_model"] = args.sam_model
-    report = {
-        "method": args.method,
-        "method_variant": method_variant(scorer, refinement if generator is not None else None),
-        "model": {"clip_model": args.clip_model, "pretrained": args.pretrained},
-        "device": device_name(scorer.device),
-        "settings": settings,
-        **results,
-    }
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    variant = method_variant(config, refinement if gem_sam else None)
+    report = evaluation_report(args, variant=variant, device=device, settings=settings, results=results)
+    write_json_atomic(report, Path(args.out))
     print(markdown_table(report))
     if results["missing_images"]:
         print(f"{len(results['missing_images'])} image(s) listed in the CSV were not found in {args.images}")

@@ -14,11 +14,13 @@ from .cli_args import (
     add_device_argument,
     add_generator_arguments,
     add_quality_arguments,
+    add_ray_arguments,
     add_scorer_arguments,
     check_path_options,
     generator_settings,
     given,
     quality_from_args,
+    ray_address,
     require_folder,
     require_writable_file,
     scorer_options,
@@ -71,18 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop masks whose class probability (softmax over the vocabulary) is below this (default: 0, keep all)",
     )
     add_device_argument(run)
-    run.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="run with Ray Data, one model replica per worker: without ADDRESS on a local Ray runtime, "
-        "with ADDRESS (e.g. ray://head:10001 or auto) on that cluster; needs gem_sam[ray]",
-    )
-    run.add_argument(
-        "--ray-workers", type=int, default=None, help="model replicas with --ray (default: one per GPU, else 1)"
-    )
+    add_ray_arguments(run, what="label")
     parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
     return parser
 
@@ -116,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ray is not None:
             from .ray_engine import label_folder_ray
 
-            address = None if args.ray == "local" else args.ray
-            summary = label_folder_ray(spec, address=address, workers=args.ray_workers, **run_options)
+            summary = label_folder_ray(spec, address=ray_address(args), workers=args.ray_workers, **run_options)
         else:
             summary = label_folder(spec.build(), settings=spec.settings(), **run_options)
     except (*USER_ERRORS, RunMismatchError, ImportError) as error:

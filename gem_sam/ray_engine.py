@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -21,13 +24,46 @@ from .pipeline import RunSummary, finish_run, label_and_store, prepare_run
 from .run_store import RunStore
 
 
-def _import_ray():  # noqa: ANN202 - the ray module
+def import_ray():  # noqa: ANN202 - the ray module
     try:
         import ray
         import ray.data  # noqa: F401 - Ray Data is the part we use
     except ImportError as error:
         raise ImportError('--ray needs Ray Data: pip install "gem_sam[ray]"') from error
     return ray
+
+
+@contextmanager
+def ray_runtime(address: str | None) -> Iterator[Any]:
+    """The ray module, with a runtime: a local one started here (and shut down after) when none is
+    running and ``address`` is None, else the cluster at ``address``."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def map_replicas(
+    ray: Any, rows: list[dict[str, Any]], actor: type, *, constructor_kwargs: dict[str, Any], workers: int | None
+) -> tuple[int, Iterator[dict[str, Any]]]:
+    """Run the Ray Data actor class ``actor`` over ``rows`` one at a time on ``workers`` replicas
+    (default: one per GPU, else 1); each takes one GPU when the cluster has GPUs, else an equal share
+    of the CPUs. Returns the number of replicas and the output rows as they finish."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    workers = workers or max(1, gpus)
+    if workers < 1:
+        raise ValueError(f"--ray-workers {workers} must be at least 1")
+    per_worker = {"num_gpus": 1} if gpus else {"num_cpus": max(1, int(resources.get("CPU", 1)) // workers)}
+    results = ray.data.from_items(rows).map_batches(
+        actor, fn_constructor_kwargs=constructor_kwargs, batch_size=1, concurrency=workers, **per_worker
+    )
+    return workers, results.iter_rows()
 
 
 class RayLabelWorker:
@@ -63,7 +99,6 @@ def label_folder_ray(
     ``workers``: model replicas; default one per GPU, or one on a machine without GPUs. Each replica
     takes one GPU when the cluster has GPUs, else an equal share of the CPUs.
     """
-    ray = _import_ray()
     settings = spec.settings()
     files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
     summary = RunSummary()
@@ -73,41 +108,29 @@ def label_folder_ray(
 
     start = time.perf_counter()
     if todo:
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        try:
-            resources = ray.cluster_resources()
-            gpus = int(resources.get("GPU", 0))
-            workers = workers or max(1, gpus)
-            if workers < 1:
-                raise ValueError(f"--ray-workers {workers} must be at least 1")
-            per_worker = {"num_gpus": 1} if gpus else {"num_cpus": max(1, int(resources.get("CPU", 1)) // workers)}
-            results = ray.data.from_items([{"file_name": name} for name in todo]).map_batches(
+        with ray_runtime(address) as ray:
+            replicas, results = map_replicas(
+                ray,
+                [{"file_name": name} for name in todo],
                 RayLabelWorker,
-                fn_constructor_kwargs={
+                constructor_kwargs={
                     "spec": spec,
                     "images_dir": str(images_dir),
                     "out_path": str(out_path),
                     "overlay_dir": str(overlay_dir) if overlay_dir else None,
                 },
-                batch_size=1,
-                concurrency=workers,
-                **per_worker,
+                workers=workers,
             )
             with tqdm(
-                total=len(todo), desc=f"labelling ({workers} Ray workers)", unit="img", disable=not progress
+                total=len(todo), desc=f"labelling ({replicas} Ray workers)", unit="img", disable=not progress
             ) as bar:
-                for row in results.iter_rows():
+                for row in results:
                     if row["skipped"]:
                         summary.skipped.append((row["file_name"], row["skipped"]))
                     else:
                         summary.labelled += 1
                         done.append(row["file_name"])
                     bar.update(1)
-        finally:
-            if started_here:
-                ray.shutdown()
     summary.seconds = time.perf_counter() - start
     summary.skipped.sort()
     return finish_run(

@@ -1,4 +1,4 @@
-"""Per-image results of a labelling run on disk, so that runs resume and lose nothing.
+"""Per-image results of a labelling or evaluation run on disk, so that runs resume and lose nothing.
 
 For an output file ``out.json`` the results live in ``out.json.records/``: ``run.json`` holds the
 run's settings, and each finished image has one JSON record named after a hash of its relative path,
@@ -74,7 +74,14 @@ class RunStore:
         return self._record_path(file_name).exists()
 
     def save(self, labelled: LabelledImage) -> None:
-        write_json_atomic(labelled.to_json(), self._record_path(labelled.file_name))
+        self.save_record(labelled.file_name, labelled.to_json())
 
     def load(self, file_name: str) -> LabelledImage:
-        return LabelledImage.from_json(json.loads(self._record_path(file_name).read_text(encoding="utf-8")))
+        return LabelledImage.from_json(self.load_record(file_name))
+
+    def save_record(self, name: str, record: dict[str, Any]) -> None:
+        """Save any JSON record under ``name`` (an image's path or id), atomically."""
+        write_json_atomic(record, self._record_path(name))
+
+    def load_record(self, name: str) -> dict[str, Any]:
+        return json.loads(self._record_path(name).read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -231,29 +232,24 @@ def load_clip_model(
     return model.eval()
 
 
-def build_gem_scorer(
+def scorer_config(
     *,
-    model_name: str = "ViT-B-16",
-    pretrained: str | None = "openai",
     method: str = "gem",
     depth: int | None = None,
     iterations: int | None = None,
     temperature: float | str | None = None,
     maskclip_variant: str | None = None,
     feature_surgery: bool | None = None,
+    projections: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,
     short_side: int | None = None,
     max_long_side: int | None = None,
-    device: str | torch.device = "auto",
-    cache_dir: str | None = None,
-) -> GemScorer:
-    """Build a ``GemScorer`` (in eval mode) from an open_clip model name and weights.
+) -> ScorerConfig:
+    """The ``ScorerConfig`` of ``build_gem_scorer``'s options (without loading weights).
 
-    ``pretrained``: an open_clip tag (``openai``, ``metaclip_400m``, ...) downloaded on first use,
-    a local checkpoint file, or None for random weights. The path options (``depth``,
-    ``iterations``, ``temperature``, ``maskclip_variant``, ``feature_surgery``) default to the
-    paper's settings for ``method``; one that ``method`` does not take is a ``ValueError``.
-    ``short_side`` and ``max_long_side`` default to ``ScorerConfig``'s.
+    The path options (``depth``, ``iterations``, ``temperature``, ``maskclip_variant``,
+    ``feature_surgery``, ``projections``) default to the paper's settings for ``method``; one that ``method`` does not
+    take is a ``ValueError``. ``short_side`` and ``max_long_side`` default to ``ScorerConfig``'s.
     """
     options = {
         "depth": depth,
@@ -261,14 +257,32 @@ def build_gem_scorer(
         "temperature": temperature,
         "maskclip_variant": maskclip_variant,
         "feature_surgery": feature_surgery,
+        "projections": tuple(projections) if projections is not None else None,
     }
     path = DensePathConfig.for_method(method, **{key: value for key, value in options.items() if value is not None})
     sizes = {"short_side": short_side, "max_long_side": max_long_side}
-    config = ScorerConfig(
+    return ScorerConfig(
         path=path,
         templates=tuple(templates) if templates is not None else DEFAULT_TEMPLATES,
         **{key: value for key, value in sizes.items() if value is not None},
     )
+
+
+def build_gem_scorer(
+    *,
+    model_name: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    device: str | torch.device = "auto",
+    cache_dir: str | None = None,
+    **options: Any,
+) -> GemScorer:
+    """Build a ``GemScorer`` (in eval mode) from an open_clip model name and weights.
+
+    ``pretrained``: an open_clip tag (``openai``, ``metaclip_400m``, ...) downloaded on first use,
+    a local checkpoint file, or None for random weights. ``options`` are those of ``scorer_config``
+    (``method``, ``depth``, ``iterations``, ``templates``, ``short_side``, ...).
+    """
+    config = scorer_config(**options)
     device = resolve_device(device)
     model = load_clip_model(model_name=model_name, pretrained=pretrained, device=device, cache_dir=cache_dir)
     preprocess_cfg = open_clip.get_model_preprocess_cfg(model)

@@ -35,3 +35,37 @@ def test_fetch_is_atomic_and_resumable(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.csv"
     assert download._try_fetch(missing.as_uri(), tmp_path / "out" / "x.csv") is not None
     assert not (tmp_path / "out" / "x.csv").exists()
+
+
+DENSE_SCRIPT = Path(__file__).parents[1] / "scripts" / "download_dense_datasets.py"
+
+
+def _load_dense_script():
+    import sys
+
+    sys.path.insert(0, str(DENSE_SCRIPT.parent))
+    dense_spec = importlib.util.spec_from_file_location("download_dense_datasets", DENSE_SCRIPT)
+    module = importlib.util.module_from_spec(dense_spec)
+    dense_spec.loader.exec_module(module)
+    return module
+
+
+def test_dense_download_plan_and_unpacking(tmp_path: Path) -> None:
+    import tarfile
+
+    dense = _load_dense_script()
+    ((url, target),) = dense.plan("voc", tmp_path)
+    assert (
+        url.endswith("VOCtrainval_11-May-2012.tar") and target == tmp_path / "downloads" / "VOCtrainval_11-May-2012.tar"
+    )
+    assert len(dense.plan("context", tmp_path)) == 2
+    source = tmp_path / "src" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    source.mkdir(parents=True)
+    (source / "val.txt").write_text("2007_000033\n")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "src" / "VOCdevkit", arcname="VOCdevkit")
+    dense.unpack(archive, tmp_path / "out")
+    assert (
+        tmp_path / "out" / dense.ROOTS["voc"] / "ImageSets" / "Segmentation" / "val.txt"
+    ).read_text() == "2007_000033\n"

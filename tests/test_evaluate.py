@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gem_sam.eval_engine import ModelSpec
 from gem_sam.evaluate import evaluate_points, main
+from gem_sam.run_store import RunMismatchError
 
-from .conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, TINY_SAM_NAME, small_photo
+from .conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, TINY_SAM, TINY_SAM_NAME, small_photo
 
 POINTS = [  # ImageId, X, Y, Label, answer
     ("img_a", 0.2, 0.2, "/m/cat", "yes"),
@@ -186,3 +188,59 @@ def test_bad_data_paths(dataset, tmp_path) -> None:
         code = main(["--points", str(tmp_path / "none.csv"), "--classes", dataset["classes"],
                      "--images", dataset["images"], "--pretrained", "x.pt", "--quiet"])  # fmt: skip
     assert code == 2 and "none.csv" in err.getvalue() and "does not exist" in err.getvalue()
+
+
+class StopAt:
+    """A predictor that stops the run (as a kill would) on its ``stop_at``-th image."""
+
+    def __init__(self, predictor, stop_at: int) -> None:
+        self.predictor, self.stop_at, self.calls = predictor, stop_at, 0
+
+    def inside(self, *args):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.predictor.inside(*args)
+
+
+POINT_METRIC_KEYS = ("p_miou", "p_miou_per_pair", "n_images", "n_classes", "n_pairs", "missing_images")
+
+
+def test_interrupted_evaluation_resumes_to_the_same_report(dataset, tmp_path) -> None:
+    whole = evaluate_points(FixedMaps(), **_paths(dataset), progress=False, out_path=tmp_path / "a.json")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_points(StopAt(FixedMaps(), 2), **_paths(dataset), progress=False, out_path=tmp_path / "b.json")
+    resuming = StopAt(FixedMaps(), 0)
+    resumed = evaluate_points(resuming, **_paths(dataset), progress=False, out_path=tmp_path / "b.json")
+    assert resuming.calls == 2  # the interrupted image and the one after it; the first was kept
+    assert {k: resumed[k] for k in POINT_METRIC_KEYS} == {k: whole[k] for k in POINT_METRIC_KEYS}
+    with pytest.raises(RunMismatchError, match="settings"):  # other settings are refused, not mixed
+        evaluate_points(FixedMaps(), **_paths(dataset), progress=False, out_path=tmp_path / "b.json", limit=1)
+
+
+@pytest.mark.slow
+def test_ray_with_two_workers_gives_the_same_report(dataset, tmp_path, models) -> None:
+    pytest.importorskip("ray.data", reason="Ray is an optional extra: pip install gem_sam[ray]")
+    tiny_clip_checkpoint, tiny_sam_checkpoint = models
+    model = ModelSpec(
+        clip_model=TINY_CLIP_NAME,
+        pretrained=str(tiny_clip_checkpoint),
+        sam_model=TINY_SAM_NAME,
+        sam_checkpoint=str(tiny_sam_checkpoint),
+        generator_settings={"points_per_side": 3, **LOOSE_SETTINGS},
+        device="cpu",
+        clip_config_paths=(str(tiny_clip_checkpoint.parent / "configs"),),
+        sam_architectures={TINY_SAM_NAME: TINY_SAM},
+    )
+    single = evaluate_points(model=model, method="gem-sam", **_paths(dataset), progress=False)
+    on_ray = evaluate_points(
+        model=model,
+        method="gem-sam",
+        **_paths(dataset),
+        progress=False,
+        out_path=tmp_path / "r.json",
+        use_ray=True,
+        workers=2,
+    )
+    assert {k: on_ray[k] for k in POINT_METRIC_KEYS} == {k: single[k] for k in POINT_METRIC_KEYS}
+    assert single["n_images"] == 3
