@@ -77,8 +77,11 @@ class HeadBlock:
         rows = torch.einsum("pthd,hdc->phtc", self.coefficients, self.basis)
         return rows.reshape(prompts, heads * tokens, self.basis.shape[-1])
 
-    def take(self, indexes: torch.Tensor) -> HeadBlock:
-        return HeadBlock(self.weights[indexes], self.coefficients[indexes], self.basis, self.key)
+    def take(self, indexes: torch.Tensor, *, basis: torch.Tensor | None = None) -> HeadBlock:
+        """The block of the prompts at ``indexes``, optionally with another basis [H, d, K]."""
+        return HeadBlock(
+            self.weights[indexes], self.coefficients[indexes], self.basis if basis is None else basis, self.key
+        )
 
 
 def _head_dot(shared: torch.Tensor, per_prompt: torch.Tensor) -> torch.Tensor:
@@ -205,18 +208,30 @@ class LowRankTokens:
         bias = SharedTerm(norm.bias[None], ("bias", id(norm)))
         return LowRankTokens([*normalised_terms, bias], normalised_blocks, self.cache)
 
-    def materialize(self, indexes: torch.Tensor) -> torch.Tensor:
-        """The tokens [S, N, C] of the prompts at ``indexes`` [S], in float32 (autocast is off here)."""
-        with torch.autocast(self.terms[0].base.device.type, enabled=False):
-            return self._materialize(indexes)
+    def materialize(self, indexes: torch.Tensor, *, times: tuple[Hashable, torch.Tensor] | None = None) -> torch.Tensor:
+        """The tokens [S, N, C] of the prompts at ``indexes`` [S], in float32 (autocast is off here).
 
-    def _materialize(self, indexes: torch.Tensor) -> torch.Tensor:
+        With ``times=(key, M)``, the tokens times M [C, K] instead ([S, N, K]), formed from the factors:
+        each shared base and each block's basis is multiplied by M once (cached under ``key``), so a
+        linear map of every token costs no more than forming the tokens.
+        """
+        with torch.autocast(self.terms[0].base.device.type, enabled=False):
+            return self._materialize(indexes, times)
+
+    def _materialize(self, indexes: torch.Tensor, times: tuple[Hashable, torch.Tensor] | None) -> torch.Tensor:
+        def mapped(matrix: torch.Tensor, key: Hashable) -> torch.Tensor:
+            return matrix if times is None else self.cache.get(("times", times[0], key), torch.matmul, matrix, times[1])
+
         count = max(term.base.shape[0] for term in self.terms)
-        out = self.terms[0].base.new_zeros(len(indexes), count, self.terms[0].base.shape[1])
+        width = self.terms[0].base.shape[1] if times is None else times[1].shape[1]
+        out = self.terms[0].base.new_zeros(len(indexes), count, width)
         for term in self.terms:
-            out += term.base if term.scale is None else term.scale[indexes, :, None] * term.base
+            base = mapped(term.base, term.key)
+            out += base if term.scale is None else term.scale[indexes, :, None] * base
         for block in self.blocks:
-            selected = block.take(indexes)
+            selected = HeadBlock(
+                block.weights[indexes], block.coefficients[indexes], mapped(block.basis, block.key), block.key
+            )
             out.baddbmm_(selected.weights, selected.rows())
         return out
 
@@ -263,16 +278,17 @@ class PromptChunks:
         self.chunks = chunks
         self.starts = torch.tensor([0, *sizes]).cumsum(0)
 
-    def materialize(self, indexes: torch.Tensor) -> torch.Tensor:
-        """The tokens [S, N, C] of the prompts at ``indexes`` [S] (any order)."""
+    def materialize(self, indexes: torch.Tensor, *, times: tuple[Hashable, torch.Tensor] | None = None) -> torch.Tensor:
+        """The tokens [S, N, C] (or tokens times a matrix, see ``LowRankTokens.materialize``) of the
+        prompts at ``indexes`` [S] (any order)."""
         indexes = torch.as_tensor(indexes).cpu()
         chunk_of = torch.searchsorted(self.starts, indexes, right=True) - 1
         parts, order = [], []
         for chunk in chunk_of.unique().tolist():
             positions = (chunk_of == chunk).nonzero()[:, 0]
-            parts.append(self.chunks[chunk].materialize(indexes[positions] - self.starts[chunk]))
+            parts.append(self.chunks[chunk].materialize(indexes[positions] - self.starts[chunk], times=times))
             order.append(positions)
         if not parts:
-            return self.chunks[0].materialize(indexes)
+            return self.chunks[0].materialize(indexes, times=times)
         out = torch.cat(parts)
         return out[torch.cat(order).argsort().to(out.device)]

@@ -52,6 +52,7 @@ from .mask_ops import masks_per_chunk
 from .sam_decoder import PointPromptDecoder
 from .sam_encoder import encode_image
 from .sam_model import load_sam
+from .stage_times import StageTimes
 
 UPSCALE_CHUNK = 16  # prompts whose low-resolution mask logits are formed at a time
 
@@ -142,6 +143,7 @@ class GridMaskGenerator:
         self.point_grids = build_all_layer_point_grids(
             config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor
         )
+        self.times = StageTimes()  # per-stage profile: set ``times.enabled = True`` to collect it
 
     @property
     def device(self) -> torch.device:
@@ -154,11 +156,17 @@ class GridMaskGenerator:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} {image.dtype}")
         data = self._generate_masks(image)
         if self.config.min_mask_region_area > 0 and len(data["rles"]):
-            data = SamAutomaticMaskGenerator.postprocess_small_regions(
-                data,
-                self.config.min_mask_region_area,
-                max(self.config.box_nms_thresh, self.config.crop_nms_thresh),
-            )
+            with self.times.stage("small-region removal"):
+                data = SamAutomaticMaskGenerator.postprocess_small_regions(
+                    data,
+                    self.config.min_mask_region_area,
+                    max(self.config.box_nms_thresh, self.config.crop_nms_thresh),
+                )
+        with self.times.stage("records (COCO RLE)"):
+            return self._records(data)
+
+    @staticmethod
+    def _records(data: MaskData) -> list[dict[str, Any]]:
         return [
             {
                 "segmentation": _coco_rle(rle),
@@ -210,6 +218,10 @@ class GridMaskGenerator:
             data["crop_boxes"] = torch.zeros(0, 4, dtype=torch.int64)
             return data
 
+        with self.times.stage("box NMS"):
+            return self._nms_in_crop(data, crop_box)
+
+    def _nms_in_crop(self, data: MaskData, crop_box: list[int]) -> MaskData:
         keep = batched_nms(
             data["boxes"].float(),
             data["iou_preds"],
@@ -228,7 +240,7 @@ class GridMaskGenerator:
         resized = self.transform.apply_image(crop)  # long side 1024
         pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.input_size = tuple(pixels.shape[-2:])
-        with autocast(self.device, self.config.precision):
+        with autocast(self.device, self.config.precision), self.times.stage("image encoder", self.device):
             self.features = self.encode(self.sam.image_encoder, self.sam.preprocess(pixels)).float()
 
     def _decode(self, points_xy: np.ndarray, crop_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,8 +249,9 @@ class GridMaskGenerator:
         coords = self.transform.apply_coords(points_xy, crop_hw)
         coords = torch.as_tensor(coords, dtype=torch.float32, device=self.device)
         with autocast(self.device, self.config.precision):
-            tokens, image_tokens = self.decoder.transform(self.features, coords)
-            iou_preds = self.decoder.iou_predictions(tokens).float()  # [P, 3]
+            with self.times.stage("decoder transformer + IoU head", self.device):
+                tokens, image_tokens = self.decoder.transform(self.features, coords)
+                iou_preds = self.decoder.iou_predictions(tokens).float()  # [P, 3]
             passes = (
                 iou_preds > self.config.pred_iou_thresh
                 if self.config.pred_iou_thresh > 0.0
@@ -246,10 +259,11 @@ class GridMaskGenerator:
             )
             # Only prompts with a passing mask need the upscaled mask logits.
             needed = passes.any(dim=1).nonzero()[:, 0]
-            low_res = [
-                self.decoder.mask_logits(tokens[chunk], image_tokens.materialize(chunk)).float()[passes[chunk]]
-                for chunk in needed.split(UPSCALE_CHUNK)
-            ]
+            with self.times.stage("mask logits of passing prompts (256x256)", self.device):
+                low_res = [
+                    self.decoder.mask_logits(tokens[chunk], image_tokens, chunk).float()[passes[chunk]]
+                    for chunk in needed.split(UPSCALE_CHUNK)
+                ]
         if not low_res:
             return iou_preds.flatten(), torch.zeros(0, 256, 256, device=self.device)
         return iou_preds.flatten(), torch.cat(low_res)
@@ -269,18 +283,23 @@ class GridMaskGenerator:
         # them; only the run-length encodings of the masks that pass every filter are kept.
         data = _empty_mask_data()
         for indexes in torch.arange(len(low_res), device=self.device).split(masks_per_chunk(crop_hw)):
-            logits = self.sam.postprocess_masks(low_res[indexes, None], self.input_size, crop_hw)[:, 0]  # [m, h, w]
-            stability = calculate_stability_score(logits, threshold, config.stability_score_offset)
-            if config.stability_score_thresh > 0.0:
-                keep = stability >= config.stability_score_thresh
-                logits, indexes, stability = logits[keep], indexes[keep], stability[keep]
-            binary = logits > threshold  # [m, h, w]
-            boxes = batched_mask_to_box(binary)  # [m, 4] XYXY in crop pixels
-            keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
-            binary, boxes, indexes, stability = binary[keep], boxes[keep], indexes[keep], stability[keep]
+            with self.times.stage("upsampling to the image", self.device):
+                logits = self.sam.postprocess_masks(low_res[indexes, None], self.input_size, crop_hw)[:, 0]  # [m, h, w]
+            with self.times.stage("stability score + filter", self.device):
+                stability = calculate_stability_score(logits, threshold, config.stability_score_offset)
+                if config.stability_score_thresh > 0.0:
+                    keep = stability >= config.stability_score_thresh
+                    logits, indexes, stability = logits[keep], indexes[keep], stability[keep]
+            with self.times.stage("boxes + crop-edge filter", self.device):
+                binary = logits > threshold  # [m, h, w]
+                boxes = batched_mask_to_box(binary)  # [m, 4] XYXY in crop pixels
+                keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
+                binary, boxes, indexes, stability = binary[keep], boxes[keep], indexes[keep], stability[keep]
+            with self.times.stage("run-length encoding", self.device):
+                rles = mask_to_rle_pytorch(uncrop_masks(binary, crop_box, orig_hw[0], orig_hw[1]))
             data.cat(
                 MaskData(
-                    rles=mask_to_rle_pytorch(uncrop_masks(binary, crop_box, orig_hw[0], orig_hw[1])),
+                    rles=rles,
                     boxes=boxes.cpu(),
                     iou_preds=iou_preds[indexes].cpu(),
                     points=points[indexes].cpu(),

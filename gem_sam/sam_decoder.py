@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.modeling.transformer import Attention
 
@@ -115,18 +116,40 @@ class PointPromptDecoder:
         """[P, T, C] transformer tokens -> [P, 3] predicted IoU of the three multimask outputs."""
         return self.decoder.iou_prediction_head(tokens[:, 0])[:, MULTIMASK_TOKENS]
 
-    def mask_logits(self, tokens: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """[S, T, C] tokens and [S, N, C] image tokens -> [S, 3, 4h, 4w] low-resolution mask logits."""
-        prompts, count, channels = image_tokens.shape
-        side = math.isqrt(count)
-        grid = image_tokens.transpose(1, 2).reshape(prompts, channels, side, side)
-        upscaled = self.decoder.output_upscaling(grid)  # [S, c, 4h, 4w]
+    def mask_logits(self, tokens: torch.Tensor, image: PromptChunks, indexes: torch.Tensor) -> torch.Tensor:
+        """[S, T, C] tokens of the prompts at ``indexes`` [S] and all prompts' image tokens ->
+        [S, 3, 4h, 4w] low-resolution mask logits.
+
+        SAM's output upscaling (2x2 stride-2 transposed convolution, LayerNorm over channels, GELU,
+        another such convolution, GELU) mixes no pixels: each transposed convolution maps one pixel's
+        channels to its 2x2 block of output pixels. So it runs channels-last on pixels in any order, as
+        matrix products: the first one on the tokens' factors (``materialize(times=...)``), the
+        LayerNorm fused over the last dim, and the hypernetwork product on every pixel before the
+        pixels are put back in raster order (3 channels instead of 32).
+        """
+        first, norm, activation, second, last_activation = self.decoder.output_upscaling
         hyper = torch.stack(
             [
                 self.decoder.output_hypernetworks_mlps[index](tokens[:, 1 + index])
                 for index in range(MULTIMASK_TOKENS.start, MULTIMASK_TOKENS.stop)
             ],
             dim=1,
-        )  # [S, 3, c]
-        _, c, height, width = upscaled.shape
-        return (hyper @ upscaled.view(prompts, c, height * width)).view(prompts, hyper.shape[1], height, width)
+        )  # [S, 3, c2]
+        # pixels of the first convolution's output in order (i, j, a, b): token (i, j), block offset (a, b)
+        x = image.materialize(indexes, times=(("upscale", id(first)), _per_pixel_block(first)))  # [S, N, 4*c1]
+        prompts, count, _ = x.shape
+        c1, c2 = first.weight.shape[1], second.weight.shape[1]
+        x = x.view(prompts * count * 4, c1).add_(first.bias)
+        x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        x = last_activation(torch.addmm(second.bias.repeat(4), x, _per_pixel_block(second)))  # [S*4N, 4*c2]
+        masks = x.view(prompts, count * 16, c2) @ hyper.transpose(1, 2)  # [S, 16N, 3], pixels (i, j, a, b, a2, b2)
+        side = math.isqrt(count)
+        masks = masks.view(prompts, side, side, 2, 2, 2, 2, hyper.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(prompts, hyper.shape[1], 4 * side, 4 * side)  # row 4i + 2a + a2, col 4j + 2b + b2
+
+
+def _per_pixel_block(convolution: torch.nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2x2, stride-2 transposed convolution's weight [C_in, C_out, 2, 2] as the matrix [C_in, 4*C_out]
+    that maps one input pixel's channels to its 2x2 output block, columns ordered (a, b, channel)."""
+    weight = convolution.weight
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 4 * weight.shape[1])

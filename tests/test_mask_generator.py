@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+import torch
 from segment_anything import SamAutomaticMaskGenerator
 
 from gem_sam.mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
@@ -138,3 +141,25 @@ def test_parity_check_detects_differences() -> None:
     assert not compare_mask_records([_record(a)], [_record(a), _record(b)]).holds()
     assert not compare_mask_records([_record(a, 0.9)], [_record(a, 0.95)]).holds()
     assert not compare_mask_records([_record(a, bbox=(0, 0, 1, 1))], [_record(a, bbox=(0, 0, 3, 1))]).holds()
+
+
+def test_same_masks_where_most_prompts_pass_the_iou_filter(sam) -> None:
+    """The trained-like case: the IoU head's bias shifted so that 90% of the prompts have a mask above
+    the default pred_iou_thresh (as with trained weights), stability loosened so that masks survive."""
+    shifted = copy.deepcopy(sam)
+    image = rgb_photo("coffee.png", long_side=150)
+    config = MaskGeneratorConfig(points_per_side=6, stability_score_thresh=0.1, box_nms_thresh=1.0)
+    probe = GridMaskGenerator(shifted, config=MaskGeneratorConfig(points_per_side=6, pred_iou_thresh=1.0))
+    with torch.no_grad():
+        probe._embed(image)
+        points = probe.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
+        best = probe._decode(points, image.shape[:2])[0].reshape(-1, 3).max(dim=1).values
+        shift = config.pred_iou_thresh - float(torch.quantile(best, 0.1)) + 1e-6
+        shifted.mask_decoder.iou_prediction_head.layers[-1].bias += shift
+    share = float(((best + shift) > config.pred_iou_thresh).float().mean())
+    assert 0.85 <= share <= 0.95
+
+    ours = GridMaskGenerator(shifted, config=config).generate(image)
+    reference = SamAutomaticMaskGenerator(shifted, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
+    assert_same_masks(ours, reference)
+    assert len(ours) >= 10
