@@ -7,11 +7,22 @@ from .gem import DensePathConfig, DenseVisionEncoder, SelfSelfAttention
 from .images import ImageReadError, find_images, load_image
 from .labeller_spec import LabellerSpec
 from .labelling import LabelConfig, label_masks
-from .mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
 from .mask_ops import pool_in_masks
 from .pipeline import AutoLabeller, RunSummary, label_folder
 from .ray_engine import label_folder_ray
-from .sam_model import SAM_ARCHITECTURES, SamArchitecture, load_sam, register_sam_architecture
+from .sam import (
+    SAM2_VARIANTS,
+    SAM_ARCHITECTURES,
+    GridMaskGenerator,
+    MaskGeneratorConfig,
+    Sam2GeneratorConfig,
+    SamArchitecture,
+    build_mask_generator,
+    load_sam,
+    load_sam2,
+    register_sam_architecture,
+    sam_model_names,
+)
 from .scorer import GemScorer, ScorerConfig, build_gem_scorer
 from .vocab import read_vocabulary
 
@@ -27,7 +38,9 @@ __all__ = [
     "LabelledImage",
     "MaskGeneratorConfig",
     "RunSummary",
+    "SAM2_VARIANTS",
     "SAM_ARCHITECTURES",
+    "Sam2GeneratorConfig",
     "SamArchitecture",
     "ScorerConfig",
     "SelfSelfAttention",
@@ -40,7 +53,9 @@ __all__ = [
     "label_masks",
     "load_image",
     "load_sam",
+    "load_sam2",
     "pool_in_masks",
     "read_vocabulary",
     "register_sam_architecture",
+    "sam_model_names",
 ]

@@ -14,9 +14,17 @@ from typing import Any
 
 from .eval_engine import ModelSpec
 from .gem import MASKCLIP_VARIANTS, METHOD_OPTIONS, METHODS, DensePathConfig
-from .mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
 from .quality import QualityControls
-from .sam_model import SAM_ARCHITECTURES
+from .sam import (
+    SAM2_VARIANTS,
+    SAM_ARCHITECTURES,
+    GridMaskGenerator,
+    MaskGeneratorConfig,
+    Sam2GeneratorConfig,
+    build_mask_generator,
+    generator_config,
+    sam_model_names,
+)
 from .scorer import GemScorer, ScorerConfig, build_gem_scorer
 from .text import DEFAULT_TEMPLATES
 from .weights import WeightsUnavailableError
@@ -141,26 +149,45 @@ def projection_list(text: str) -> tuple[str, ...]:
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("SAM mask generator")
+    group = parser.add_argument_group(
+        "SAM mask generator",
+        "Settings take the defaults of the chosen family's own generator: segment-anything's "
+        "SamAutomaticMaskGenerator for SAM 1 (vit_*), sam2's SAM2AutomaticMaskGenerator for SAM 2 / 2.1 "
+        "(sam2*_hiera_*). Where the two differ, both defaults are given.",
+    )
     group.add_argument(
         "--sam-model",
         default=DEFAULT_SAM_MODEL,
-        choices=sorted(SAM_ARCHITECTURES),
-        help=f"SAM variant (default: {DEFAULT_SAM_MODEL})",
+        choices=sam_model_names(),
+        metavar="MODEL",
+        help=f"SAM 1: {', '.join(SAM_ARCHITECTURES)}; SAM 2.1 / SAM 2: {', '.join(SAM2_VARIANTS)} "
+        f"(default: {DEFAULT_SAM_MODEL})",
     )
     group.add_argument(
         "--sam-checkpoint",
         default=None,
         metavar="FILE",
-        help="local SAM checkpoint file; without it the official file is downloaded into ~/.cache/gem_sam",
+        help="local SAM checkpoint file; without it the official file is downloaded into ~/.cache/gem_sam "
+        "(see checkpoints/README.md)",
     )
-    for field in dataclasses.fields(MaskGeneratorConfig):
-        default = f"{field.default:g}" if isinstance(field.default, float) else field.default
+    sam2_defaults = Sam2GeneratorConfig()
+    for field in dataclasses.fields(Sam2GeneratorConfig):
+        sam1_field = MaskGeneratorConfig.__dataclass_fields__.get(field.name)
+        if sam1_field is None:
+            default = f"{_shown(field.default)}; SAM 2 only"
+        elif sam1_field.default != field.default:
+            default = f"{_shown(sam1_field.default)} for SAM 1, {_shown(getattr(sam2_defaults, field.name))} for SAM 2"
+        else:
+            default = _shown(field.default)
         help_text = f"{field.metadata['help']} (default: {default})"
         if isinstance(field.default, bool):
             group.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             group.add_argument(flag(field.name), type=type(field.default), default=None, help=help_text)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,8 +233,11 @@ def add_device_argument(group: argparse._ArgumentGroup) -> None:
 
 
 def generator_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The generator settings the user set, by their ``SamAutomaticMaskGenerator`` names."""
-    return given(args, [field.name for field in dataclasses.fields(MaskGeneratorConfig)])
+    """The generator settings the user set, by the reference generators' names; a SAM 2 setting with a
+    SAM 1 model is refused (``generator_config``)."""
+    settings = given(args, [field.name for field in dataclasses.fields(Sam2GeneratorConfig)])
+    generator_config(args.sam_model, **settings)
+    return settings
 
 
 def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -311,7 +341,7 @@ def evaluation_settings(args: argparse.Namespace, model: ModelSpec, *, gem_sam: 
         "seed": args.seed,
     }
     if gem_sam:
-        settings["mask_generator"] = dataclasses.asdict(MaskGeneratorConfig(**model.generator_settings))
+        settings["mask_generator"] = dataclasses.asdict(generator_config(args.sam_model, **model.generator_settings))
         settings["sam_model"] = args.sam_model
     return settings
 

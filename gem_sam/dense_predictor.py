@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .confusion import NO_PREDICTION
-from .mask_generator import GridMaskGenerator
 from .mask_ops import decoded_mask_chunks
+from .sam import GridMaskGenerator
 from .scorer import GemScorer
 
 

@@ -22,10 +22,9 @@ import numpy as np
 import open_clip
 from tqdm import tqdm
 
-from .mask_generator import GridMaskGenerator, build_mask_generator
 from .ray_engine import map_replicas, ray_runtime
 from .run_store import RunStore
-from .sam_model import SamArchitecture, register_sam_architecture
+from .sam import GridMaskGenerator, SamArchitecture, build_mask_generator, register_sam_architecture
 from .scorer import GemScorer, ScorerConfig, build_gem_scorer, scorer_config
 
 Record = dict[str, Any]

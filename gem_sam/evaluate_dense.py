@@ -41,9 +41,9 @@ from .dense_predictor import DensePredictor, SlidingWindow
 from .eval_engine import ModelSpec, evaluate_selected
 from .evaluate import device_name, method_variant
 from .images import ImageReadError, load_image
-from .mask_generator import GridMaskGenerator
 from .openimages import select_image_ids
 from .run_store import RunMismatchError
+from .sam import GridMaskGenerator
 from .scorer import GemScorer
 from .vocab import read_vocabulary
 

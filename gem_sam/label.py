@@ -27,9 +27,9 @@ from .cli_args import (
 )
 from .labeller_spec import LabellerSpec
 from .labelling import LabelConfig
-from .mask_generator import MaskGeneratorConfig
 from .pipeline import label_folder
 from .run_store import RunMismatchError
+from .sam import generator_config
 from .vocab import read_vocabulary
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             scorer_options=scorer_options(args),
             sam_model=args.sam_model,
             sam_checkpoint=args.sam_checkpoint,
-            generator=MaskGeneratorConfig(**generator_settings(args)),
+            generator=generator_config(args.sam_model, **generator_settings(args)),
             labelling=LabelConfig(**given(args, ["min_score"]), quality=quality_from_args(args)),
             device=args.device,
         )

@@ -9,9 +9,10 @@ from typing import Any
 import open_clip
 
 from .labelling import LabelConfig
-from .mask_generator import MaskGeneratorConfig, build_mask_generator
 from .pipeline import AutoLabeller
-from .sam_model import SamArchitecture, register_sam_architecture
+from .sam import MaskGeneratorConfig, SamArchitecture, generator_config, register_sam_architecture
+from .sam.config import config_class
+from .sam.grid_generator import GridMaskGenerator, load_generator_model
 from .scorer import build_gem_scorer
 
 
@@ -30,7 +31,7 @@ class LabellerSpec:
     scorer_options: dict[str, Any] = field(default_factory=dict)  # depth, iterations, templates, short_side
     sam_model: str = "vit_h"
     sam_checkpoint: str | None = None
-    generator: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
+    generator: MaskGeneratorConfig | None = None  # None: the defaults of sam_model's family
     labelling: LabelConfig = field(default_factory=LabelConfig)
     device: str = "auto"
     clip_config_paths: tuple[str, ...] = ()
@@ -52,13 +53,25 @@ class LabellerSpec:
             device=device or self.device,
             **self.scorer_options,
         )
-        generator = build_mask_generator(
-            model_type=self.sam_model,
-            checkpoint=self.sam_checkpoint,
-            device=scorer.device,
-            **dataclasses.asdict(self.generator),
+        config = self.generator_config()
+        model = load_generator_model(
+            model_type=self.sam_model, checkpoint=self.sam_checkpoint, device=scorer.device, config=config
         )
+        generator = GridMaskGenerator(model, config=config)
         return AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=self.vocabulary, config=self.labelling)
+
+    def generator_config(self) -> MaskGeneratorConfig:
+        """The generator's settings: ``generator``, or the defaults of ``sam_model``'s family. A config of
+        the other family is refused."""
+        if self.generator is None:
+            return generator_config(self.sam_model)
+        expected = config_class(self.sam_model)
+        if type(self.generator) is not expected:
+            raise ValueError(
+                f"sam_model {self.sam_model!r} takes a {expected.__name__} ({expected.family} settings), "
+                f"got a {type(self.generator).__name__}"
+            )
+        return self.generator
 
     def settings(self) -> dict[str, Any]:
         """What makes two runs' results comparable (stored with the results to refuse mixing)."""
@@ -70,6 +83,6 @@ class LabellerSpec:
             "scorer_options": {key: value for key, value in self.scorer_options.items() if value is not None},
             "sam_model": self.sam_model,
             "sam_checkpoint": self.sam_checkpoint,
-            "mask_generator": dataclasses.asdict(self.generator),
+            "mask_generator": dataclasses.asdict(self.generator_config()),
             "labelling": self.labelling.settings(),
         }

@@ -16,12 +16,12 @@ from tqdm import tqdm
 from .coco import LabelledImage, write_coco_streaming, write_json_atomic
 from .images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
 from .labelling import LabelConfig, label_masks
-from .mask_generator import GridMaskGenerator
 from .mask_ops import decoded_mask_chunks, pool_in_masks, rle_bbox_xywh
 from .overlay import save_overlay
 from .quality import select_masks
 from .run_report import RunReport, save_report_png
 from .run_store import RunStore
+from .sam import GridMaskGenerator
 from .scorer import GemScorer
 from .text import validate_vocabulary
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .mask_generator import GridMaskGenerator
 from .mask_ops import decoded_mask_chunks, pool_in_masks
 from .point_metric import points_to_pixels
+from .sam import GridMaskGenerator
 from .scorer import GemScorer
 
 EVAL_METHODS: tuple[str, ...] = ("gem", "gem-sam", "clip", "maskclip", "clipsurgery")

@@ -1,9 +1,10 @@
-"""Checkpoint files: the SAM download registry (URL, file name, SHA-256) and safe loading."""
+"""Checkpoint files: the SAM 1 and SAM 2 download registry (URL, file name, SHA-256) and safe loading."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ class WeightsUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class CheckpointFile:
-    """A published checkpoint: where it lives and the SHA-256 of its bytes."""
+    """A published checkpoint: where it lives and the SHA-256 of its bytes (None: not confirmed from
+    independent sources, so a download is not checked; its SHA-256 is printed instead)."""
 
     url: str
     file_name: str
-    sha256: str
+    sha256: str | None
 
 
 SAM_CHECKPOINTS: dict[str, CheckpointFile] = {
@@ -46,6 +48,15 @@ SAM_CHECKPOINTS: dict[str, CheckpointFile] = {
         file_name="sam_vit_h_4b8939.pth",
         sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
     ),
+    **{
+        f"{release}_hiera_{size}": CheckpointFile(
+            url=f"https://dl.fbaipublicfiles.com/segment_anything_2/{folder}/{release}_hiera_{file_size}.pt",
+            file_name=f"{release}_hiera_{file_size}.pt",
+            sha256=None,
+        )
+        for release, folder in (("sam2", "072824"), ("sam2.1", "092824"))
+        for size, file_size in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", "large"))
+    },
 }
 
 
@@ -75,7 +86,13 @@ def download_checkpoint(entry: CheckpointFile, *, target_dir: Path, progress: bo
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-            if digest.hexdigest() != entry.sha256:
+            if entry.sha256 is None:
+                print(
+                    f"{entry.file_name}: SHA-256 {digest.hexdigest()} (no published value to check against; "
+                    f"see {CHECKPOINTS_README})",
+                    file=sys.stderr,
+                )
+            elif digest.hexdigest() != entry.sha256:
                 raise RuntimeError(
                     f"downloaded {entry.url} has SHA-256 {digest.hexdigest()}, expected {entry.sha256}; "
                     "the file was discarded"
@@ -112,8 +129,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
         raise ValueError(f"{str(path)!r} is not a readable PyTorch checkpoint: {error}") from error
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "model"):  # {"model": ...} is SAM 2's checkpoint layout
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"{str(path)!r} does not hold a state dict of tensors")
     return state

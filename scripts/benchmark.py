@@ -5,7 +5,9 @@
 For each scenario of generator settings, the same photos (scikit-image photos resized to 640x480),
 checkpoints and settings go through:
 
-* the reference: ``segment_anything.SamAutomaticMaskGenerator`` (coco_rle output), then labelling as a
+* the reference: ``segment_anything.SamAutomaticMaskGenerator`` for SAM 1 models, or
+  ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`` for SAM 2 / 2.1 models (``--sam-model
+  sam2.1_hiera_t``; coco_rle output), then labelling as a
   straightforward implementation does it: text embeddings computed for the image, the GEM similarity
   upsampled to [C, H, W], and its mean taken inside each full-resolution mask;
 * ours: ``GridMaskGenerator`` and ``AutoLabeller`` (text embedded once per run, exact pooling at patch
@@ -41,7 +43,7 @@ SCENARIOS = {
     # defaults, with the IoU head's bias shifted so that --pass-share of the grid prompts have a mask above
     # pred_iou_thresh, as with a trained SAM (random-init SAM passes none): the figure users get
     "trained-like": {},
-    "default": {},  # SamAutomaticMaskGenerator's defaults (random-init SAM: no prompt passes, our best case)
+    "default": {},  # the reference generator's defaults (random-init SAM: no prompt passes, our best case)
     "all-pass": {"pred_iou_thresh": 0.0},  # every candidate passes the IoU filter: our worst case
     # 8x8 points with every filter open: 192 masks per image to name, for the labelling cost
     "many-masks": {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0},
@@ -71,16 +73,22 @@ def write_random_checkpoints(folder: Path, *, sam_model: str, clip_model: str) -
     import open_clip
     import torch
 
-    from gem_sam.sam_model import SAM_ARCHITECTURES, build_sam_model
+    from gem_sam.sam import SAM_ARCHITECTURES, build_sam2_model, build_sam_model, is_sam2_model
 
     torch.manual_seed(0)
     sam_path, clip_path = folder / f"sam_{sam_model}_random.pth", folder / f"{clip_model}_random.pt"
-    torch.save(build_sam_model(SAM_ARCHITECTURES[sam_model]).state_dict(), sam_path)
+    if is_sam2_model(sam_model):
+        torch.save({"model": build_sam2_model(sam_model).state_dict()}, sam_path)  # SAM 2's layout
+    else:
+        torch.save(build_sam_model(SAM_ARCHITECTURES[sam_model]).state_dict(), sam_path)
     torch.save(open_clip.create_model(clip_model, pretrained=None).state_dict(), clip_path)
     return str(sam_path), str(clip_path)
 
 
-IOU_BIAS_KEY = "mask_decoder.iou_prediction_head.layers.2.bias"
+def iou_bias_key(sam_model: str) -> str:
+    from gem_sam.sam import is_sam2_model
+
+    return f"{'sam_' if is_sam2_model(sam_model) else ''}mask_decoder.iou_prediction_head.layers.2.bias"
 
 
 def shift_iou_head(args: dict, *, pass_share: float, folder: Path) -> tuple[str, list[float]]:
@@ -88,26 +96,38 @@ def shift_iou_head(args: dict, *, pass_share: float, folder: Path) -> tuple[str,
     benchmark photos at the default ``pred_iou_thresh``. Returns its path and each photo's share."""
     import torch
 
-    from gem_sam import MaskGeneratorConfig, build_mask_generator
+    from gem_sam import build_mask_generator
+    from gem_sam.sam import generator_config
     from gem_sam.weights import load_state_dict
 
-    threshold = MaskGeneratorConfig().pred_iou_thresh
+    threshold = generator_config(args["sam_model"]).pred_iou_thresh
     generator = build_mask_generator(
         model_type=args["sam_model"], checkpoint=args["sam_checkpoint"], device=args["device"], pred_iou_thresh=1.0
     )
     best_per_photo = []  # per photo, each prompt's best predicted IoU
     with torch.no_grad():
         for image in load_photos(args["images"]):
-            generator._embed(image)
+            features = generator.adapter.embed(image)
             points = generator.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
-            iou_preds, _ = generator._decode(points, image.shape[:2])  # nothing passes at threshold 1
-            best_per_photo.append(iou_preds.reshape(-1, 3).max(dim=1).values.cpu().numpy())
-    shift = threshold - float(np.quantile(np.concatenate(best_per_photo), 1.0 - pass_share)) + 1e-6
+            coords = generator.adapter.prompt_coords(points, image.shape[:2])
+            iou_preds, _ = generator._decode(features, coords)  # nothing passes at threshold 1
+            best_per_photo.append(iou_preds.max(dim=1).values.cpu().numpy())
+    quantile = float(np.quantile(np.concatenate(best_per_photo), 1.0 - pass_share))
+    head = generator.decoder.decoder.iou_prediction_head
+    if getattr(head, "sigmoid_output", False):  # SAM 2: the bias shifts the logit of the predicted IoU
+        shift = float(torch.logit(torch.tensor(threshold)) - torch.logit(torch.tensor(quantile))) + 1e-5
+        shifted = [torch.sigmoid(torch.logit(torch.from_numpy(best)) + shift).numpy() for best in best_per_photo]
+    else:
+        shift = threshold - quantile + 1e-6
+        shifted = [best + shift for best in best_per_photo]
     state = load_state_dict(args["sam_checkpoint"])
-    state[IOU_BIAS_KEY] = state[IOU_BIAS_KEY] + shift
+    key = iou_bias_key(args["sam_model"])
+    state[key] = state[key] + shift
+    if "image_encoder.trunk.patch_embed.proj.weight" in state:
+        state = {"model": state}
     path = folder / f"sam_{args['sam_model']}_pass{pass_share:g}.pth"
     torch.save(state, path)
-    return str(path), [float(np.mean(best + shift > threshold)) for best in best_per_photo]
+    return str(path), [float(np.mean(best > threshold)) for best in shifted]
 
 
 def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue) -> None:
@@ -116,7 +136,7 @@ def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue
     import torch.nn.functional as F
     from segment_anything import SamAutomaticMaskGenerator
 
-    from gem_sam import AutoLabeller, MaskGeneratorConfig, build_gem_scorer, build_mask_generator
+    from gem_sam import AutoLabeller, build_gem_scorer, build_mask_generator
     from gem_sam.mask_ops import decode_rle
 
     torch.set_grad_enabled(False)
@@ -131,8 +151,11 @@ def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue
         generate = generator.generate
         name = labeller.name_masks
     else:
-        config = MaskGeneratorConfig(**settings)
-        reference = SamAutomaticMaskGenerator(generator.sam, output_mode="coco_rle", **config.reference_kwargs())
+        if generator.config.family == "SAM 2":
+            from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as reference_class
+        else:
+            reference_class = SamAutomaticMaskGenerator
+        reference = reference_class(generator.model, output_mode="coco_rle", **generator.config.reference_kwargs())
         generate = reference.generate
 
         def name(image, records):  # the straightforward labelling: text per image, full-size maps
@@ -185,11 +208,13 @@ def run_in_process(side: str, args: dict, settings: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2, help="timed images per scenario (plus one warm-up)")
-    parser.add_argument("--sam-model", default="vit_b")
+    parser.add_argument(
+        "--sam-model", default="vit_b", help="vit_b|vit_l|vit_h, or sam2.1_hiera_t|s|b+|l, sam2_hiera_* (SAM 2)"
+    )
     parser.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint (default: random-init, written here)")
     parser.add_argument("--clip-model", default="ViT-B-16")
     parser.add_argument("--clip-checkpoint", default=None, help="open_clip checkpoint file or tag (default: random)")
-    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], nargs="+", default=["all"])
     parser.add_argument(
         "--pass-share",
         type=float,
@@ -214,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     from gem_sam.parity import compare_mask_records
 
     results = {}
-    scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    scenarios = list(SCENARIOS) if "all" in args.scenario else args.scenario
     for scenario in scenarios:
         settings = SCENARIOS[scenario]
         scenario_args = dict(side_args)

@@ -50,7 +50,7 @@ def main() -> int:
     import torch
 
     from gem_sam.evaluate import main as evaluate
-    from gem_sam.sam_model import SAM_ARCHITECTURES, build_sam_model
+    from gem_sam.sam.sam1_model import SAM_ARCHITECTURES, build_sam_model
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)

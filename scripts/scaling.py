@@ -37,7 +37,7 @@ def prepare(folder: Path, count: int) -> dict:
     import torch
     from PIL import Image
 
-    from gem_sam.sam_model import SamArchitecture, build_sam_model
+    from gem_sam.sam.sam1_model import SamArchitecture, build_sam_model
 
     configs = folder / "configs"
     configs.mkdir(parents=True, exist_ok=True)
@@ -66,9 +66,9 @@ def prepare(folder: Path, count: int) -> dict:
 def child(config: dict, out: Path, engine: str, workers: int) -> None:
     """One measured run (in its own process): label the folder, print peak RSS and time as JSON."""
     from gem_sam.labeller_spec import LabellerSpec
-    from gem_sam.mask_generator import MaskGeneratorConfig
     from gem_sam.pipeline import label_folder
-    from gem_sam.sam_model import SamArchitecture
+    from gem_sam.sam import MaskGeneratorConfig
+    from gem_sam.sam.sam1_model import SamArchitecture
 
     embed, depth, heads, globals_ = config["architecture"]
     spec = LabellerSpec(

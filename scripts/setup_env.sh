@@ -6,4 +6,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # A torch / torchvision pair that is known to load together.
 .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install --quiet -e ".[dev,ray]"
+# sam2 builds from source; its optional CUDA extension is not needed (SAM2_BUILD_CUDA=0 skips it).
+SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install --quiet -e ".[dev,ray]"

@@ -17,7 +17,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gem_sam.sam_model import SamArchitecture, build_sam_model, register_sam_architecture
+from gem_sam.sam.sam1_model import SamArchitecture, build_sam_model, register_sam_architecture
+from gem_sam.sam.sam2_model import build_sam2_model
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 
@@ -75,6 +76,24 @@ def tiny_sam():
         for mlp in sam.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(40)
     return sam
+
+
+def scaled_sam2(model_type: str = "sam2.1_hiera_t"):
+    """Random-init SAM 2 model of the real config, mask logits scaled up as in ``tiny_sam``."""
+    torch.manual_seed(0)
+    model = build_sam2_model(model_type)
+    with torch.no_grad():
+        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(40)
+    return model
+
+
+@pytest.fixture(scope="session")
+def sam2_t_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``scaled_sam2("sam2.1_hiera_t")`` saved in the official layout ``{"model": state_dict}``."""
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_t_random.pt"
+    torch.save({"model": scaled_sam2().state_dict()}, path)
+    return path
 
 
 # Generator settings loose enough that many random-init masks survive (NMS at 1.0 keeps all boxes).

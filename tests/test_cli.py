@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gem_sam.label import main
-from gem_sam.mask_generator import build_mask_generator
+from gem_sam.sam import build_mask_generator
 
 from .conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME, rgb_photo, self_evaluation, small_photo, tiny_sam
 

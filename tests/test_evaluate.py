@@ -33,6 +33,11 @@ POINTS = [  # ImageId, X, Y, Label, answer
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> dict[str, str]:
+    return write_dataset(tmp_path)
+
+
+def write_dataset(tmp_path: Path) -> dict[str, str]:
+    """Three small photos with OpenImages-style point labels of three classes, in ``tmp_path``."""
     images = tmp_path / "images"
     images.mkdir()
     for image_id, photo in [("img_a", "astronaut.png"), ("img_b", "coffee.png"), ("img_c", "chelsea.png")]:

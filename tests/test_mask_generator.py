@@ -9,9 +9,9 @@ import pytest
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
-from gem_sam.mask_generator import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
 from gem_sam.mask_ops import decode_rle
 from gem_sam.parity import compare_mask_records
+from gem_sam.sam import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
 
 from .conftest import LOOSE_SETTINGS, TINY_SAM_NAME, rgb_photo, tiny_sam
 
@@ -120,7 +120,7 @@ def test_compiled_encoder_gives_the_same_masks(sam) -> None:
     image = rgb_photo("astronaut.png", long_side=150)
     settings = {"points_per_side": 4, **LOOSE_SETTINGS}
     compiled = GridMaskGenerator(sam, config=MaskGeneratorConfig(**settings, compile=True))
-    assert compiled.encode is not GridMaskGenerator(sam, config=MaskGeneratorConfig(**settings)).encode
+    assert compiled.adapter.encode is not GridMaskGenerator(sam, config=MaskGeneratorConfig(**settings)).adapter.encode
     reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **compiled.config.reference_kwargs())
     assert_same_masks(compiled.generate(image), reference.generate(image))
 
@@ -151,9 +151,9 @@ def test_same_masks_where_most_prompts_pass_the_iou_filter(sam) -> None:
     config = MaskGeneratorConfig(points_per_side=6, stability_score_thresh=0.1, box_nms_thresh=1.0)
     probe = GridMaskGenerator(shifted, config=MaskGeneratorConfig(points_per_side=6, pred_iou_thresh=1.0))
     with torch.no_grad():
-        probe._embed(image)
         points = probe.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
-        best = probe._decode(points, image.shape[:2])[0].reshape(-1, 3).max(dim=1).values
+        features = probe.adapter.embed(image)
+        best = probe._decode(features, probe.adapter.prompt_coords(points, image.shape[:2]))[0].max(dim=1).values
         shift = config.pred_iou_thresh - float(torch.quantile(best, 0.1)) + 1e-6
         shifted.mask_decoder.iou_prediction_head.layers[-1].bias += shift
     share = float(((best + shift) > config.pred_iou_thresh).float().mean())

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gem_sam.mask_generator import build_mask_generator
 from gem_sam.mask_ops import decode_rle
 from gem_sam.point_metric import points_to_pixels
 from gem_sam.point_predictor import (
@@ -19,6 +18,7 @@ from gem_sam.point_predictor import (
     refine_with_masks,
     union_of_labelled_masks,
 )
+from gem_sam.sam import build_mask_generator
 from gem_sam.scorer import build_gem_scorer
 
 from .conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, TINY_SAM_NAME, rgb_photo

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gem_sam.label import main
-from gem_sam.sam_model import SAM_ARCHITECTURES, build_sam_model
+from gem_sam.sam.sam1_model import SAM_ARCHITECTURES, build_sam_model
 
 from .conftest import small_photo
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from gem_sam.sam_decoder import PointPromptDecoder
+from gem_sam.sam.point_decoder import PointPromptDecoder
 
 from .conftest import tiny_sam
 
@@ -49,9 +49,9 @@ def test_matches_mask_decoder(prompts: int, random_norms: bool) -> None:
     coords = torch.rand(prompts, 2) * 1024
     with torch.no_grad():
         reference_masks, reference_iou = reference_decoder(sam, embedding, coords, torch.float32)
-        decoder = PointPromptDecoder(sam)
+        decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
         tokens, image_tokens = decoder.transform(embedding, coords)
-        iou = decoder.iou_predictions(tokens)
+        iou = decoder.iou_predictions(tokens)[:, 1:]  # the multimask outputs
         selected = torch.arange(0, prompts, 2)  # masks for a subset of the prompts only
         masks = decoder.mask_logits(tokens[selected], image_tokens, selected)
     torch.testing.assert_close(iou, reference_iou, atol=1e-5, rtol=1e-5)
@@ -70,17 +70,18 @@ def test_as_accurate_as_the_reference_in_float32() -> None:
     with torch.no_grad():
         exact_masks, exact_iou = reference_decoder(sam, embedding, coords, torch.float64)
         reference_masks, reference_iou = reference_decoder(sam, embedding, coords, torch.float32)
-        decoder = PointPromptDecoder(sam)
+        decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
         tokens, image_tokens = decoder.transform(embedding, coords)
         masks = decoder.mask_logits(tokens, image_tokens, torch.arange(len(coords)))
-        iou = decoder.iou_predictions(tokens)
+        iou = decoder.iou_predictions(tokens)[:, 1:]  # the multimask outputs
     reference_error = (reference_masks.double() - exact_masks).abs().max()
     assert (masks.double() - exact_masks).abs().max() <= 2 * reference_error
     assert (iou.double() - exact_iou).abs().max() <= 2 * (reference_iou.double() - exact_iou).abs().max() + 1e-7
 
 
 def test_no_selected_prompts() -> None:
-    decoder = PointPromptDecoder(tiny_sam())
+    sam = tiny_sam()
+    decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
     with torch.no_grad():
         tokens, image_tokens = decoder.transform(torch.randn(1, 256, 64, 64), torch.rand(3, 2) * 1024)
         assert decoder.mask_logits(tokens[:0], image_tokens, torch.arange(0)).shape == (0, 3, 256, 256)

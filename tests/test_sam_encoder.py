@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gem_sam.sam_encoder import banded_global_attention, encode_image
+from gem_sam.sam.sam1_encoder import banded_global_attention, encode_image
 
 from .conftest import tiny_sam
 

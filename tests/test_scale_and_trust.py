@@ -16,8 +16,8 @@ from PIL import Image
 
 from gem_sam.images import load_image
 from gem_sam.labeller_spec import LabellerSpec
-from gem_sam.mask_generator import MaskGeneratorConfig
 from gem_sam.pipeline import label_folder
+from gem_sam.sam import MaskGeneratorConfig
 
 from .conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, TINY_SAM, TINY_SAM_NAME, small_photo
 

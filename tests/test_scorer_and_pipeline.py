@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from gem_sam import AutoLabeller, build_gem_scorer
-from gem_sam.mask_generator import GridMaskGenerator, MaskGeneratorConfig
 from gem_sam.mask_ops import decode_rle
+from gem_sam.sam import GridMaskGenerator, MaskGeneratorConfig
 
 from .conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, rgb_photo, tiny_sam
 

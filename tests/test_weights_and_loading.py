@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gem_sam.sam_model import SAM_ARCHITECTURES, load_sam
+from gem_sam.sam import SAM2_VARIANTS
+from gem_sam.sam.sam1_model import SAM_ARCHITECTURES, load_sam
 from gem_sam.scorer import build_gem_scorer
 from gem_sam.weights import SAM_CHECKPOINTS, CheckpointFile, download_checkpoint, load_state_dict
 
@@ -56,11 +57,26 @@ def test_unknown_sam_model() -> None:
 
 
 def test_registry_lists_every_official_checkpoint() -> None:
-    assert set(SAM_CHECKPOINTS) == {"vit_b", "vit_l", "vit_h"} <= set(SAM_ARCHITECTURES)
+    sam1 = {"vit_b", "vit_l", "vit_h"}
+    assert set(SAM_CHECKPOINTS) == sam1 | set(SAM2_VARIANTS) and sam1 <= set(SAM_ARCHITECTURES)
+    assert len(SAM2_VARIANTS) == 8
     readme = (Path(__file__).parents[1] / "checkpoints" / "README.md").read_text()
-    for entry in SAM_CHECKPOINTS.values():
-        assert entry.url.endswith(entry.file_name) and len(entry.sha256) == 64
-        assert entry.url in readme and entry.sha256 in readme
+    for name, entry in SAM_CHECKPOINTS.items():
+        assert entry.url.endswith(entry.file_name) and entry.url in readme
+        assert f"`{name}` | `{entry.file_name}` | {entry.url}" in readme
+        if name in sam1:  # SAM 2's checksums are not published (checkpoints/README.md says so)
+            assert len(entry.sha256) == 64 and entry.sha256 in readme
+        else:
+            assert entry.sha256 is None
+
+
+def test_download_without_a_published_hash_prints_it(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"weights" * 1000)
+    entry = CheckpointFile(url=source.as_uri(), file_name="sam2_like.pt", sha256=None)
+    path = download_checkpoint(entry, target_dir=tmp_path / "cache", progress=False)
+    assert path.read_bytes() == source.read_bytes()
+    assert hashlib.sha256(source.read_bytes()).hexdigest() in capsys.readouterr().err
 
 
 def test_download_checks_the_hash(tmp_path: Path) -> None:

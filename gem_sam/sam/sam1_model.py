@@ -1,4 +1,4 @@
-"""Building SAM models (ViT-B/L/H) from checkpoint files."""
+"""Building SAM 1 models (ViT-B/L/H) from checkpoint files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from functools import partial
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from .devices import resolve_device
-from .weights import load_state_dict, resolve_sam_checkpoint
+from ..devices import resolve_device
+from ..weights import load_state_dict, resolve_sam_checkpoint
 
 SAM_IMAGE_SIZE = 1024  # SAM's square input side in pixels
 SAM_PATCH_SIZE = 16
@@ -100,6 +100,11 @@ def load_sam(
     state_dict = load_state_dict(path)
     found = describe_encoder(state_dict)
     if found is None:
+        if "image_encoder.trunk.patch_embed.proj.weight" in state_dict:
+            raise ValueError(
+                f"SAM checkpoint {str(path)!r} is a SAM 2 checkpoint (Hiera image encoder), not {model_type}; "
+                "pass --sam-model sam2.1_hiera_t|s|b+|l (or sam2_hiera_*)"
+            )
         raise ValueError(f"{str(path)!r} is not a SAM checkpoint (it has no image_encoder weights)")
     if found != (architecture.embed_dim, architecture.depth):
         matches = [name for name, arch in SAM_ARCHITECTURES.items() if (arch.embed_dim, arch.depth) == found]

@@ -1,4 +1,4 @@
-"""SAM's image encoder with bounded memory and fused attention.
+"""SAM 1's image encoder (ViT) with bounded memory and fused attention.
 
 ``ImageEncoderViT`` materialises its global attention as [heads, 4096, 4096] (805 MB in float32 for
 ViT-B), several times over (scores, relative-position sum, softmax). Each query row's softmax only needs

@@ -1,0 +1,215 @@
+"""SAM's mask decoder for many point prompts on one image, with the shared work done once.
+
+Serves both families: SAM 1's ``segment_anything`` ``MaskDecoder`` and SAM 2's
+``sam2.modeling.sam.mask_decoder.MaskDecoder`` run the same two-way transformer; SAM 2 adds an
+object-score token before the IoU token and adds high-resolution image features inside the output
+upscaling, both handled here.
+
+The reference decoders copy the 64x64x256 image embedding once per prompt and run every projection
+and LayerNorm of the two-way transformer on each copy. This module computes the same function from the
+same weights without forming the per-prompt image tokens: they are held as the shared embedding plus
+each prompt's low-rank attention updates (``low_rank_tokens.LowRankTokens``), so projections of image
+tokens are computed once per batch of prompts and each prompt costs only products with its few tokens.
+The expensive mask upscaling runs only for prompts that the caller selects, typically those with a
+mask whose predicted IoU passes the filter (the IoU head needs only the output tokens).
+
+Results equal the reference up to float32 rounding (about 1e-6); the transformer always runs in
+float32 because its LayerNorm statistics are expanded into sums of products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .low_rank_tokens import HeadBlock, LowRankTokens, PromptChunks, SharedCache, softmax_over_tokens
+
+MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
+PROMPTS_PER_CHUNK = 16  # prompts whose per-prompt factors are computed together (they stay in cache)
+
+
+def _split_heads(attn: nn.Module, projected: torch.Tensor) -> torch.Tensor:
+    """[P, T, H*d] -> [P, T, H, d] for ``attn``'s heads."""
+    return projected.view(*projected.shape[:2], attn.num_heads, attn.internal_dim // attn.num_heads)
+
+
+def tokens_to_image_attention(
+    attn: nn.Module, queries: torch.Tensor, image: LowRankTokens, key_pe: torch.Tensor
+) -> torch.Tensor:
+    """``attn(q=queries, k=image + key_pe, v=image)`` for queries [P, T, C]. Returns [P, T, C]."""
+    prompts, tokens, _ = queries.shape
+    q = _split_heads(attn, attn.q_proj(queries))
+    scores = image.plus(key_pe, key="pe").scores(attn.k_proj, q / math.sqrt(q.shape[-1]))  # [P, N, H, T]
+    values = image.weighted_values(attn.v_proj, scores.softmax(dim=1))  # softmax over image tokens
+    return attn.out_proj(values.reshape(prompts, tokens, attn.internal_dim))
+
+
+def image_to_tokens_residual(
+    attn: nn.Module, image: LowRankTokens, key_pe: torch.Tensor, token_keys: torch.Tensor, token_values: torch.Tensor
+) -> LowRankTokens:
+    """``image + attn(q=image + key_pe, k=token_keys, v=token_values)``; token_keys, token_values [P, T, C]."""
+    k = _split_heads(attn, attn.k_proj(token_keys))
+    scores = image.plus(key_pe, key="pe").scores(attn.q_proj, k / math.sqrt(k.shape[-1]))  # [P, N, H, T]
+    heads, head_dim = k.shape[2:]
+    basis = attn.out_proj.weight.T.reshape(heads, head_dim, -1)  # row h*d + i of W_out^T is basis[h, i]
+    values = _split_heads(attn, attn.v_proj(token_values))
+    block = HeadBlock(softmax_over_tokens(scores).flatten(2), values, basis, ("out", id(attn)))
+    # Each head's weights sum to one over the tokens, so the output bias is added once per image token.
+    return image.plus_block(block).plus(attn.out_proj.bias[None], key=("bias", id(attn)))
+
+
+class PointPromptDecoder:
+    """Decodes single positive point prompts on one image embedding, as the family's ``MaskDecoder``.
+
+    prompt_encoder, mask_decoder: the model's own modules (SAM 1: ``sam.prompt_encoder`` and
+    ``sam.mask_decoder``; SAM 2: ``sam_prompt_encoder`` and ``sam_mask_decoder``).
+    """
+
+    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
+        self.prompt_encoder = prompt_encoder
+        self.decoder = mask_decoder
+        self.transformer = mask_decoder.transformer
+        # SAM 2 puts an object-score token first; the IoU token and the mask tokens follow it.
+        self.iou_token_index = 1 if getattr(mask_decoder, "pred_obj_scores", False) else 0
+
+    def _output_tokens(self) -> torch.Tensor:
+        """[T_out, C]: (object-score token,) IoU token, mask tokens."""
+        parts = [self.decoder.iou_token.weight, self.decoder.mask_tokens.weight]
+        if self.iou_token_index:
+            parts.insert(0, self.decoder.obj_score_token.weight)
+        return torch.cat(parts)
+
+    def transform(self, image_embedding: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, PromptChunks]:
+        """Run the two-way transformer for single positive points.
+
+        image_embedding: [1, C, h, w] from the image encoder; coords: [P, 2] (x, y) in the encoder's
+        1024-pixel input frame. Returns tokens [P, T, C] and the prompts' image tokens (h*w of them,
+        row-major), to be formed with ``materialize`` for the prompts whose masks are wanted.
+        """
+        with torch.autocast(image_embedding.device.type, enabled=False):
+            image_embedding, coords = image_embedding.float(), coords.float()
+            # No prompt has a mask, so the dense embedding is the same for all: one shared [N, C] matrix.
+            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            embedding = (image_embedding + dense)[0].flatten(1).T  # [N, C]
+            key_pe = self.prompt_encoder.get_dense_pe()[0].flatten(1).T  # [N, C]
+            cache = SharedCache()
+            parts = [
+                self._transform(LowRankTokens.shared(embedding, key="image", cache=cache), key_pe, chunk)
+                for chunk in coords.split(PROMPTS_PER_CHUNK)
+            ]
+        chunks = PromptChunks([image for _, image in parts], [len(tokens) for tokens, _ in parts])
+        return torch.cat([tokens for tokens, _ in parts]), chunks
+
+    def _transform(
+        self, image: LowRankTokens, key_pe: torch.Tensor, coords: torch.Tensor
+    ) -> tuple[torch.Tensor, LowRankTokens]:
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=coords.device)
+        sparse, _ = self.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+        tokens = torch.cat([self._output_tokens().expand(sparse.shape[0], -1, -1), sparse], dim=1)  # [P, T, C]
+        queries = tokens
+        for layer in self.transformer.layers:
+            if layer.skip_first_layer_pe:
+                queries = layer.self_attn(q=queries, k=queries, v=queries)
+            else:
+                q = queries + tokens
+                queries = queries + layer.self_attn(q=q, k=q, v=queries)
+            queries = layer.norm1(queries)
+            queries = layer.norm2(
+                queries + tokens_to_image_attention(layer.cross_attn_token_to_image, queries + tokens, image, key_pe)
+            )
+            queries = layer.norm3(queries + layer.mlp(queries))
+            image = image_to_tokens_residual(
+                layer.cross_attn_image_to_token, image, key_pe, queries + tokens, queries
+            ).layer_norm(layer.norm4)
+        final = tokens_to_image_attention(self.transformer.final_attn_token_to_image, queries + tokens, image, key_pe)
+        return self.transformer.norm_final_attn(queries + final), image
+
+    def iou_predictions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[P, T, C] transformer tokens -> [P, M] predicted IoU of every mask output (M = 4: the
+        single-mask output 0 and the multimask outputs 1-3)."""
+        return self.decoder.iou_prediction_head(tokens[:, self.iou_token_index])
+
+    def mask_logits(
+        self,
+        tokens: torch.Tensor,
+        image: PromptChunks,
+        indexes: torch.Tensor,
+        *,
+        outputs: Sequence[int] | torch.Tensor = MULTIMASK_OUTPUTS,
+        shifts: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """[S, T, C] tokens of the prompts at ``indexes`` [S] and all prompts' image tokens ->
+        [S, K, 4h, 4w] low-resolution logits of mask outputs ``outputs`` (K of them, the same for every
+        prompt, or [S, K] per prompt).
+
+        shifts: what is added after the first and the second upscaling convolution, from
+        ``upscaling_shifts`` (computed once per image); None: the convolutions' biases.
+
+        The output upscaling (2x2 stride-2 transposed convolution, LayerNorm over channels, GELU,
+        another such convolution, GELU) mixes no pixels: each transposed convolution maps one pixel's
+        channels to its 2x2 block of output pixels. So it runs channels-last on pixels in any order, as
+        matrix products: the first one on the tokens' factors (``materialize(times=...)``), the
+        LayerNorm fused over the last dim, and the hypernetwork product on every pixel before the
+        pixels are put back in raster order (K channels instead of C/8).
+        """
+        first, norm, activation, second, last_activation = self.decoder.output_upscaling
+        mask_tokens = tokens[:, self.iou_token_index + 1 :]
+        hyper = torch.stack(
+            [mlp(mask_tokens[:, index]) for index, mlp in enumerate(self.decoder.output_hypernetworks_mlps)], dim=1
+        )  # [S, M, c2]
+        if isinstance(outputs, torch.Tensor):
+            hyper = hyper.gather(1, outputs[..., None].expand(-1, -1, hyper.shape[2]))  # [S, K, c2]
+        else:
+            hyper = hyper[:, list(outputs)]
+        # pixels of the first convolution's output in order (i, j, a, b): token (i, j), block offset (a, b)
+        x = image.materialize(indexes, times=(("upscale", id(first)), _per_pixel_block(first)))  # [S, N, 4*c1]
+        prompts, count, _ = x.shape
+        side = math.isqrt(count)
+        c1, c2 = first.weight.shape[1], second.weight.shape[1]
+        first_shift, second_shift = shifts if shifts is not None else self.upscaling_shifts(None, side=side)
+        x = x.view(prompts, count * 4, c1).add_(first_shift)
+        x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps)).view(prompts * count * 4, c1)
+        x = (x @ _per_pixel_block(second)).view(prompts, count * 16, c2)  # pixels (i, j, a, b, a2, b2)
+        x = last_activation(x.add_(second_shift))
+        masks = x @ hyper.transpose(1, 2)  # [S, 16N, K]
+        masks = masks.view(prompts, side, side, 2, 2, 2, 2, hyper.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(prompts, hyper.shape[1], 4 * side, 4 * side)  # row 4i + 2a + a2, col 4j + 2b + b2
+
+    def upscaling_shifts(
+        self, high_res_features: Sequence[torch.Tensor] | None, *, side: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``mask_logits`` adds after each upscaling convolution, for an image embedding of
+        ``side`` x ``side`` tokens: the biases, plus with SAM 2's ``use_high_res_features`` its maps
+        high_res_features = ([1, C/8, 4 side, 4 side], [1, C/4, 2 side, 2 side]) in pixel order."""
+        first, _, _, second, _ = self.decoder.output_upscaling
+        feature_s0, feature_s1 = high_res_features if high_res_features is not None else (None, None)
+        with torch.autocast(first.bias.device.type, enabled=False):
+            return (
+                _pixel_shift(first.bias, feature_s1, side, levels=1),
+                _pixel_shift(second.bias, feature_s0, side, levels=2),
+            )
+
+
+def _pixel_shift(bias: torch.Tensor, feature: torch.Tensor | None, side: int, *, levels: int) -> torch.Tensor:
+    """What is added to a transposed convolution's output before its activation or LayerNorm: the bias
+    [c] ([1, c]), plus for SAM 2 the high-resolution feature map [1, c, side * 2**levels, same], reordered
+    to the channels-last pixel order of ``mask_logits`` ([N * 4**levels, c])."""
+    if feature is None:
+        return bias[None]
+    channels = feature.shape[1]
+    # row = (i, a[, a2]) and col = (j, b[, b2]) -> pixel order (i, j, a, b[, a2, b2])
+    grid = feature[0].reshape(channels, side, *[2] * levels, side, *[2] * levels)
+    rows, cols = list(range(2, 2 + levels)), list(range(3 + levels, 3 + 2 * levels))
+    order = [1, 2 + levels] + [axis for pair in zip(rows, cols, strict=True) for axis in pair] + [0]
+    return grid.permute(order).reshape(-1, channels).float() + bias
+
+
+def _per_pixel_block(convolution: torch.nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2x2, stride-2 transposed convolution's weight [C_in, C_out, 2, 2] as the matrix [C_in, 4*C_out]
+    that maps one input pixel's channels to its 2x2 output block, columns ordered (a, b, channel)."""
+    weight = convolution.weight
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 4 * weight.shape[1])
