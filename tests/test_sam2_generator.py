@@ -285,3 +285,12 @@ def test_evaluate_gem_sam_with_sam2_hiera_l(tmp_path, tiny_clip_checkpoint) -> N
     assert report["settings"]["sam_model"] == "sam2.1_hiera_l" and report["n_images"] == 3
     assert report["settings"]["mask_generator"]["pred_iou_thresh"] == 0.0
     assert "use_m2m" in report["settings"]["mask_generator"]
+
+
+@pytest.mark.slow  # bf16 convolutions are slow on CPUs without bf16 units
+def test_sam2_bf16_autocast_runs_on_cpu(hiera_t) -> None:
+    """The GPU path's reduced precision, exercised on the CPU: encoder, decoder and m2m under autocast."""
+    image = rgb_photo("astronaut.png", long_side=100)
+    config = Sam2GeneratorConfig(**{**SAM2_LOOSE, "points_per_side": 2, "use_m2m": True}, precision="bf16")
+    records = GridMaskGenerator(hiera_t, config=config).generate(image)
+    assert records and all(np.isfinite(r["predicted_iou"]) and 0.0 <= r["stability_score"] <= 1.0 for r in records)
