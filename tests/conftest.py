@@ -67,24 +67,27 @@ def tiny_sam_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def scale_mask_logits(mask_decoder: torch.nn.Module, factor: float = 40.0) -> None:
+    """Scale a random-init decoder's mask logits up so that masks differ between points (as a trained
+    SAM's do); with plain random weights every logit is near 0."""
+    with torch.no_grad():
+        for mlp in mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(factor)
+
+
 def tiny_sam():
-    """Random-init tiny SAM whose mask logits are scaled up so that masks differ between points
-    (as a trained SAM's do); with plain random weights every logit is near 0."""
+    """Random-init tiny SAM with scaled mask logits (``scale_mask_logits``)."""
     torch.manual_seed(0)
     sam = build_sam_model(TINY_SAM)
-    with torch.no_grad():
-        for mlp in sam.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(40)
+    scale_mask_logits(sam.mask_decoder)
     return sam
 
 
 def scaled_sam2(model_type: str = "sam2.1_hiera_t"):
-    """Random-init SAM 2 model of the real config, mask logits scaled up as in ``tiny_sam``."""
+    """Random-init SAM 2 model of the real config with scaled mask logits (``scale_mask_logits``)."""
     torch.manual_seed(0)
     model = build_sam2_model(model_type)
-    with torch.no_grad():
-        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(40)
+    scale_mask_logits(model.sam_mask_decoder)
     return model
 
 
