@@ -97,7 +97,7 @@ def shift_iou_head(args: dict, *, pass_share: float, folder: Path) -> tuple[str,
     import torch
 
     from gem_sam import build_mask_generator
-    from gem_sam.sam import generator_config
+    from gem_sam.sam import generator_config, is_sam2_model
     from gem_sam.weights import load_state_dict
 
     threshold = generator_config(args["sam_model"]).pred_iou_thresh
@@ -123,8 +123,8 @@ def shift_iou_head(args: dict, *, pass_share: float, folder: Path) -> tuple[str,
     state = load_state_dict(args["sam_checkpoint"])
     key = iou_bias_key(args["sam_model"])
     state[key] = state[key] + shift
-    if "image_encoder.trunk.patch_embed.proj.weight" in state:
-        state = {"model": state}
+    if is_sam2_model(args["sam_model"]):
+        state = {"model": state}  # SAM 2's layout
     path = folder / f"sam_{args['sam_model']}_pass{pass_share:g}.pth"
     torch.save(state, path)
     return str(path), [float(np.mean(best > threshold)) for best in shifted]

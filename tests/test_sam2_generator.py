@@ -201,8 +201,12 @@ def test_missing_checkpoint_names_the_file() -> None:
         load_sam2(model_type="sam2.1_hiera_t", checkpoint="nowhere.pt")
     with pytest.raises(ValueError, match="unknown SAM 2 model 'sam2.1_hiera_x'; choose one of sam2.1_hiera_t"):
         load_sam2(model_type="sam2.1_hiera_x")
-    with torch.no_grad():
-        assert build_sam2_model("sam2_hiera_t").sam_mask_decoder.dynamic_multimask_via_stability
+
+
+def test_models_are_built_with_sam2s_single_mask_fallback() -> None:
+    """As ``build_sam2`` builds them: an unstable single-mask output falls back to a multimask one."""
+    decoder = build_sam2_model("sam2_hiera_t").sam_mask_decoder
+    assert decoder.dynamic_multimask_via_stability and decoder.dynamic_multimask_stability_thresh == 0.98
 
 
 def _label_args(clip_checkpoint, sam2_checkpoint) -> list[str]:

@@ -55,6 +55,7 @@ class MaskGeneratorConfig:
     )
 
     family = "SAM 1"
+    use_m2m = False  # SAM 1 has no mask-to-mask refinement (a field of Sam2GeneratorConfig)
 
     def __post_init__(self) -> None:
         def require(ok: bool, message: str) -> None:

@@ -181,7 +181,7 @@ class GridMaskGenerator:
         of the L candidates that pass the IoU filter (all of them when ``use_m2m`` refines them first),
         in point-major order."""
         config = self.config
-        filtering = config.pred_iou_thresh > 0.0 and not getattr(config, "use_m2m", False)
+        filtering = config.pred_iou_thresh > 0.0 and not config.use_m2m
         with autocast(self.device, config.precision):
             with self.times.stage("decoder transformer + IoU head", self.device):
                 tokens, image_tokens = self.decoder.transform(features.embedding, coords)
@@ -231,14 +231,13 @@ class GridMaskGenerator:
         iou_preds = iou_preds.flatten()
         points = torch.as_tensor(points_xy, dtype=self.adapter.point_dtype, device=self.device)
         points = points.repeat_interleave(per_point, dim=0)  # [P*K, 2], mask order
-        use_m2m = getattr(config, "use_m2m", False)
-        if use_m2m:  # every candidate is refined; the IoU filter applies to the refined masks
+        if config.use_m2m:  # every candidate is refined; the IoU filter applies to the refined masks
             with self.times.stage("m2m refinement (all candidates)", self.device):
                 low_res, iou_preds = self.adapter.refine_with_m2m(coords.repeat_interleave(per_point, dim=0), low_res)
         if config.pred_iou_thresh > 0.0:
             passes = iou_preds > config.pred_iou_thresh
             iou_preds, points = iou_preds[passes], points[passes]
-            if use_m2m:
+            if config.use_m2m:
                 low_res = low_res[passes]
 
         # Full-resolution logits of the survivors only, a chunk at a time, as the reference computes
