@@ -7,11 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator
 
 from gem_sam.mask_ops import decode_rle
 from gem_sam.parity import compare_mask_records
 from gem_sam.sam import GridMaskGenerator, MaskGeneratorConfig, build_mask_generator
+from gem_sam.sam.adapters import bilinear_reach
 
 from .conftest import LOOSE_SETTINGS, TINY_SAM_NAME, rgb_photo, tiny_sam
 
@@ -163,3 +165,40 @@ def test_same_masks_where_most_prompts_pass_the_iou_filter(sam) -> None:
     reference = SamAutomaticMaskGenerator(shifted, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
     assert_same_masks(ours, reference)
     assert len(ours) >= 10
+
+
+def test_same_masks_on_a_portrait_photo(sam) -> None:
+    """A tall image leaves the right of SAM 1's square input as padding: the logits there are not formed."""
+    image = np.ascontiguousarray(np.rot90(rgb_photo("coffee.png", long_side=150)))
+    assert image.shape[0] > image.shape[1]
+    config = MaskGeneratorConfig(points_per_side=5, **LOOSE_SETTINGS)
+    ours = GridMaskGenerator(sam, config=config).generate(image)
+    reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
+    assert_same_masks(ours, reference)
+    assert len(ours) >= 10
+
+
+@pytest.mark.parametrize(
+    "rows,expected",
+    [(768, 193), (1024, 256), (1023, 256), (4, 2), (1, 2), (683, 172)],  # by hand: floor((rows - 0.5)/4 - 0.5) + 2
+)
+def test_bilinear_reach(rows: int, expected: int) -> None:
+    assert bilinear_reach(rows, source=256, target=1024) == expected
+    # PyTorch's own resize: the first `rows` outputs depend on no source row past the reach; where the
+    # last position is not clamped to row 0, on the last row of it too
+    impulses = torch.eye(256)[:, None, :, None].expand(-1, 1, -1, 2)  # [source row, 1, 256, 2]
+    resized = F.interpolate(impulses, size=(1024, 2), mode="bilinear", align_corners=False)[:, 0, :rows, 0]
+    last_read = int((resized.abs().sum(dim=1) > 0).nonzero().max())  # source rows with a non-zero weight
+    assert last_read + 1 == expected if rows > 2 else last_read + 1 <= expected
+
+
+@pytest.mark.parametrize("input_hw", [(768, 1024), (1024, 683), (1024, 1024)])
+def test_upsampling_the_read_part_equals_postprocess_masks(sam, input_hw: tuple[int, int]) -> None:
+    adapter = GridMaskGenerator(sam, config=MaskGeneratorConfig()).adapter
+    adapter.input_size = input_hw
+    crop_hw = (input_hw[0] * 3 // 8, input_hw[1] * 3 // 8)
+    low_res = torch.randn(2, 256, 256) * 5
+    rows, cols = adapter.low_res_extent()
+    ours = adapter.upsample(low_res[:, :rows, :cols], crop_hw)
+    reference = sam.postprocess_masks(low_res[:, None], input_hw, crop_hw)[:, 0]
+    torch.testing.assert_close(ours, reference, atol=0, rtol=0)

@@ -85,3 +85,18 @@ def test_no_selected_prompts() -> None:
     with torch.no_grad():
         tokens, image_tokens = decoder.transform(torch.randn(1, 256, 64, 64), torch.rand(3, 2) * 1024)
         assert decoder.mask_logits(tokens[:0], image_tokens, torch.arange(0)).shape == (0, 3, 256, 256)
+
+
+@pytest.mark.parametrize("extent_hw", [(193, 256), (256, 171), (5, 9)])
+def test_logits_of_a_region_are_that_region_of_the_full_logits(extent_hw: tuple[int, int]) -> None:
+    sam = sam_with_random_norms()
+    torch.manual_seed(11)
+    decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
+    with torch.no_grad():
+        tokens, image_tokens = decoder.transform(torch.randn(1, 256, 64, 64), torch.rand(4, 2) * 1024)
+        selected = torch.tensor([3, 0])
+        full = decoder.mask_logits(tokens[selected], image_tokens, selected)
+        part = decoder.mask_logits(tokens[selected], image_tokens, selected, extent_hw=extent_hw)
+    height, width = (4 * -(-size // 4) for size in extent_hw)  # whole tokens
+    assert part.shape == (2, 3, height, width)
+    torch.testing.assert_close(part, full[..., :height, :width], atol=1e-5, rtol=1e-5)

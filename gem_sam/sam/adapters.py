@@ -14,11 +14,13 @@ are the reference's.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -72,9 +74,21 @@ class Sam1Adapter:
         coords = self.transform.apply_coords(points_xy, crop_hw)
         return torch.as_tensor(coords, dtype=torch.float32, device=self.device)
 
+    def low_res_extent(self) -> tuple[int, int]:
+        """The top-left rows and columns of the 256x256 low-resolution logits that ``upsample`` reads for
+        the current crop; the rest lies in the padding of the encoder's square input."""
+        side, low_res_side = self.model.image_encoder.img_size, 4 * EMBEDDING_SIDE
+        return tuple(bilinear_reach(size, source=low_res_side, target=side) for size in self.input_size)
+
     def upsample(self, low_res: torch.Tensor, crop_hw: tuple[int, int]) -> torch.Tensor:
-        """[m, 256, 256] logits -> [m, h, w] logits over the crop."""
-        return self.model.postprocess_masks(low_res[:, None], self.input_size, crop_hw)[:, 0]
+        """[m, h, w] logits covering at least ``low_res_extent`` of the 256x256 frame -> [m, H, W] logits
+        over the crop, as ``Sam.postprocess_masks``: resized 4x to the 1024 frame, cut to the resized
+        crop, resized to the crop. The 4x resize reads the same source rows whether or not the unread
+        padding rows are there, so the values are the same."""
+        scale = self.model.image_encoder.img_size / (4 * EMBEDDING_SIDE)
+        frame = F.interpolate(low_res[:, None], scale_factor=scale, mode="bilinear", align_corners=False)
+        frame = frame[..., : self.input_size[0], : self.input_size[1]]
+        return F.interpolate(frame, crop_hw, mode="bilinear", align_corners=False)[:, 0]
 
 
 class Sam2Adapter:
@@ -124,6 +138,10 @@ class Sam2Adapter:
         points = torch.as_tensor(points_xy, dtype=torch.float32, device=self.device)
         return self.predictor._transforms.transform_coords(points, normalize=True, orig_hw=crop_hw)
 
+    def low_res_extent(self) -> None:
+        """SAM 2 resizes the whole 256x256 low-resolution logits to the crop: all of them are read."""
+        return None
+
     def upsample(self, low_res: torch.Tensor, crop_hw: tuple[int, int]) -> torch.Tensor:
         """[m, 256, 256] logits -> [m, h, w] logits over the crop (``SAM2Transforms.postprocess_masks``)."""
         return self.predictor._transforms.postprocess_masks(low_res[:, None], crop_hw)[:, 0]
@@ -165,6 +183,13 @@ class Sam2Adapter:
         output (its stability at +-``dynamic_multimask_stability_delta`` is below the threshold)."""
         decoder = self.model.sam_mask_decoder
         return decoder._get_stability_scores(logits) < decoder.dynamic_multimask_stability_thresh
+
+
+def bilinear_reach(rows: int, *, source: int, target: int) -> int:
+    """How many leading rows of a ``source``-row map a bilinear resize to ``target`` rows
+    (``align_corners=False``) reads to give its first ``rows`` output rows. The same holds for columns."""
+    last = (rows - 0.5) * source / target - 0.5  # source position of the last output row
+    return min(source, math.floor(max(last, 0.0)) + 2)
 
 
 def output_candidates(mode: str, ious: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -177,9 +177,10 @@ class GridMaskGenerator:
 
     def _decode(self, features: ImageFeatures, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """coords [P, 2] in the model's input frame -> predicted IoUs [P, K] of every candidate mask
-        (K per point: 3, or 1 for SAM 2's single-mask output), and low-resolution logits [L, 256, 256]
-        of the L candidates that pass the IoU filter (all of them when ``use_m2m`` refines them first),
-        in point-major order."""
+        (K per point: 3, or 1 for SAM 2's single-mask output), and low-resolution logits [L, h, w] (the
+        part of the 256x256 frame that the upsampling reads, ``adapter.low_res_extent``) of the L
+        candidates that pass the IoU filter (all of them when ``use_m2m`` refines them first), in
+        point-major order."""
         config = self.config
         filtering = config.pred_iou_thresh > 0.0 and not config.use_m2m
         with autocast(self.device, config.precision):
@@ -195,17 +196,23 @@ class GridMaskGenerator:
             # candidate passes, so the placeholder IoU fails the filter too.
             chosen_ious = ious[:, 1:].clone() if dynamic else ious
             low_res = []
-            with self.times.stage("mask logits of passing prompts (256x256)", self.device):
+            extent_hw = self.adapter.low_res_extent()
+            with self.times.stage("mask logits of passing prompts", self.device):
                 for chunk in needed.split(UPSCALE_CHUNK):
                     logits = self.decoder.mask_logits(
-                        tokens[chunk], image_tokens, chunk, outputs=outputs[chunk], shifts=features.shifts
-                    ).float()  # [S, K, 256, 256]
+                        tokens[chunk],
+                        image_tokens,
+                        chunk,
+                        outputs=outputs[chunk],
+                        shifts=features.shifts,
+                        extent_hw=extent_hw,
+                    )  # [S, K, h, w]
                     if dynamic:
                         logits, chosen_ious[chunk] = self._pick_stable(logits, ious[chunk])
                     keep = chosen_ious[chunk] > config.pred_iou_thresh if filtering else slice(None)
                     low_res.append(logits[keep].reshape(-1, *logits.shape[2:]))
         if not low_res:
-            return chosen_ious, torch.zeros(0, 256, 256, device=self.device)
+            return chosen_ious, torch.zeros(0, *(extent_hw or (256, 256)), device=self.device)
         return chosen_ious, torch.cat(low_res)
 
     def _pick_stable(self, logits: torch.Tensor, ious: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,8 @@ with ``S_i`` shared by all prompts ([N, C], or [1, C] for a row repeated on ever
 per-token scale ([N], or 1), ``U_b[p]`` [N, r] attention weights and ``R_b[p]`` [r, C] rows. Attention
 needs projections of X only contracted with a prompt's few queries, and LayerNorm needs only each
 token's mean and variance; both follow from products of the small factors with the shared matrices,
-so the [P, N, C] tensor is formed only for the prompts whose masks are wanted (``materialize``).
+so the [P, N, C] tensor is never formed: the tokens of a prompt whose masks are wanted are formed a block
+at a time from its factors (``prompt``).
 Everything computed from the shared matrices alone is kept in a ``SharedCache`` and reused by every
 chunk of prompts of the image.
 
@@ -27,6 +28,7 @@ rounding (about 1e-6 relative); run it in float32.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -77,20 +79,71 @@ class HeadBlock:
         rows = torch.einsum("pthd,hdc->phtc", self.coefficients, self.basis)
         return rows.reshape(prompts, heads * tokens, self.basis.shape[-1])
 
-    def take(self, indexes: torch.Tensor, *, basis: torch.Tensor | None = None) -> HeadBlock:
-        """The block of the prompts at ``indexes``, optionally with another basis [H, d, K]."""
-        return HeadBlock(
-            self.weights[indexes], self.coefficients[indexes], self.basis if basis is None else basis, self.key
-        )
+    def prompt_rows(self, index: int, basis: torch.Tensor) -> torch.Tensor:
+        """[H*T, K]: the rows of prompt ``index`` on another basis [H, d, K] (e.g. the basis times a matrix)."""
+        rows = torch.einsum("thd,hdk->htk", self.coefficients[index], basis)
+        return rows.reshape(-1, basis.shape[-1])
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """One prompt's N tokens ``X[n] = sum_i scale_i[n] * base_i[n] + sum_b weights_b[n] @ rows_b``.
+
+    terms: (scale [N] or None for 1, base [N, K] or [1, K]); blocks: (weights [N, r], rows [r, K]).
+    Tokens lie on a square grid, row-major.
+    """
+
+    terms: list[tuple[torch.Tensor | None, torch.Tensor]]
+    blocks: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def form(self, rows: slice, cols: int) -> torch.Tensor:
+        """The tokens of grid rows ``rows`` and the first ``cols`` grid columns, row-major: [n, K]."""
+        count = max(base.shape[0] for _, base in self.terms)
+        side = math.isqrt(count)
+        grid_rows = range(side)[rows]
+        out = self.terms[0][1].new_zeros(len(grid_rows), cols, self.terms[0][1].shape[1])
+
+        def block_of(per_token: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [rows, cols, ...]
+            return per_token.view(side, side, *per_token.shape[1:])[rows, :cols]
+
+        for scale, base in self.terms:
+            shared = base if base.shape[0] == 1 else block_of(base)
+            if scale is None:
+                out.add_(shared)
+            else:
+                out.addcmul_(block_of(scale)[..., None], shared)
+        flat = out.view(-1, out.shape[-1])
+        for weights, block_rows in self.blocks:
+            flat.addmm_(block_of(weights).reshape(flat.shape[0], -1), block_rows)
+        return flat
+
+
+def _block_diagonal(per_prompt: torch.Tensor) -> torch.Tensor:
+    """per_prompt [P, T, H, d] -> [P, H*d, H*T]: per prompt the block-diagonal matrix whose block h is
+    ``per_prompt[p, :, h].T`` (rows (h, i), columns (h, t)), zero elsewhere."""
+    prompts, tokens, heads, head_dim = per_prompt.shape
+    eye = torch.eye(heads, dtype=per_prompt.dtype, device=per_prompt.device)
+    return torch.einsum("pthd,hg->phdgt", per_prompt, eye).reshape(prompts, heads * head_dim, heads * tokens)
 
 
 def _head_dot(shared: torch.Tensor, per_prompt: torch.Tensor) -> torch.Tensor:
-    """shared [N, H, d] . per_prompt [P, T, H, d] over d -> contiguous [P, N, H, T]."""
-    prompts, tokens, heads, head_dim = per_prompt.shape
-    per_head = per_prompt.permute(2, 3, 0, 1).reshape(heads, head_dim, prompts * tokens)
-    product = shared.transpose(0, 1) @ per_head  # [H, N, P*T]
-    out = product.new_empty(prompts, shared.shape[0], heads, tokens)
-    return out.copy_(product.view(heads, -1, prompts, tokens).permute(2, 1, 0, 3))
+    """shared [N, H, d] . per_prompt [P, T, H, d] over d -> contiguous [P, N, H, T].
+
+    One product with each prompt's block-diagonal matrix: H times the multiplications needed, but a
+    single large matrix product that writes the result in place is several times faster on a CPU than
+    H thin ones and a transposition."""
+    prompts, tokens, heads, _ = per_prompt.shape
+    product = torch.matmul(shared.reshape(shared.shape[0], -1), _block_diagonal(per_prompt))  # [P, N, H*T]
+    return product.view(prompts, -1, heads, tokens)
+
+
+def _head_weighted_sum(weights: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+    """weights [P, N, H, T] and shared [N, H, d] -> [P, T, H, d] = sum over n of weights[p, n, h, t] *
+    shared[n, h] (the same trade as ``_head_dot``: all head pairs, then the matching ones)."""
+    prompts, count, heads, tokens = weights.shape
+    all_pairs = weights.view(prompts, count, heads * tokens).transpose(1, 2) @ shared.reshape(count, -1)
+    pairs = all_pairs.view(prompts, heads, tokens, heads, -1)  # [P, H, T, H', d]
+    return pairs.diagonal(dim1=1, dim2=3).permute(0, 1, 3, 2)  # [P, T, H, d]
 
 
 def _project(matrix: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -180,7 +233,7 @@ class LowRankTokens:
             if term.base.shape[0] == 1:
                 total = total + scaled.sum(1).transpose(1, 2)[..., None] * projected[None]
             else:
-                total = total + torch.einsum("pnht,nhd->pthd", scaled, projected)
+                total = total + _head_weighted_sum(scaled, projected)
         flat = weights.view(prompts, count, heads * tokens)
         for block in self.blocks:
             mixed = flat.transpose(1, 2) @ block.weights  # [P, H*T, r]
@@ -208,32 +261,23 @@ class LowRankTokens:
         bias = SharedTerm(norm.bias[None], ("bias", id(norm)))
         return LowRankTokens([*normalised_terms, bias], normalised_blocks, self.cache)
 
-    def materialize(self, indexes: torch.Tensor, *, times: tuple[Hashable, torch.Tensor] | None = None) -> torch.Tensor:
-        """The tokens [S, N, C] of the prompts at ``indexes`` [S], in float32 (autocast is off here).
+    def prompt(self, index: int, *, times: tuple[Hashable, torch.Tensor] | None = None) -> PromptTokens:
+        """The tokens of prompt ``index`` as factors, to be formed a block of tokens at a time.
 
-        With ``times=(key, M)``, the tokens times M [C, K] instead ([S, N, K]), formed from the factors:
-        each shared base and each block's basis is multiplied by M once (cached under ``key``), so a
-        linear map of every token costs no more than forming the tokens.
+        With ``times=(key, M)``, the tokens times M [C, K] instead: each shared base and each block's
+        basis is multiplied by M once (cached under ``key``), so a linear map of every token costs no
+        more than forming the tokens. Factors are float32 whatever the autocast state.
         """
         with torch.autocast(self.terms[0].base.device.type, enabled=False):
-            return self._materialize(indexes, times)
 
-    def _materialize(self, indexes: torch.Tensor, times: tuple[Hashable, torch.Tensor] | None) -> torch.Tensor:
-        def mapped(matrix: torch.Tensor, key: Hashable) -> torch.Tensor:
-            return matrix if times is None else self.cache.get(("times", times[0], key), torch.matmul, matrix, times[1])
+            def mapped(matrix: torch.Tensor, key: Hashable) -> torch.Tensor:
+                if times is None:
+                    return matrix
+                return self.cache.get(("times", times[0], key), torch.matmul, matrix, times[1])
 
-        count = max(term.base.shape[0] for term in self.terms)
-        width = self.terms[0].base.shape[1] if times is None else times[1].shape[1]
-        out = self.terms[0].base.new_zeros(len(indexes), count, width)
-        for term in self.terms:
-            base = mapped(term.base, term.key)
-            out += base if term.scale is None else term.scale[indexes, :, None] * base
-        for block in self.blocks:
-            selected = HeadBlock(
-                block.weights[indexes], block.coefficients[indexes], mapped(block.basis, block.key), block.key
-            )
-            out.baddbmm_(selected.weights, selected.rows())
-        return out
+            terms = [(None if t.scale is None else t.scale[index], mapped(t.base, t.key)) for t in self.terms]
+            blocks = [(b.weights[index], b.prompt_rows(index, mapped(b.basis, b.key))) for b in self.blocks]
+        return PromptTokens(terms, blocks)
 
     def _centred(self, matrix: torch.Tensor, key: Hashable) -> torch.Tensor:
         return self.cache.get(("centred", key), _centre, matrix)
@@ -252,14 +296,17 @@ class LowRankTokens:
                 basis = block.basis.reshape(-1, channels)  # [H*d, C]
                 projected = self.cache.get(("cross", term.key, block.key), _project, term.base, basis, len(block.basis))
                 row_dots = _head_dot(projected, block.coefficients).flatten(2)  # [P, N or 1, r]
-                cross = torch.linalg.vecdot(block.weights, row_dots)  # [P, N]
+                if row_dots.shape[1] == 1:  # a row shared by every token
+                    cross = (block.weights @ row_dots.transpose(1, 2))[..., 0]  # [P, N]
+                else:
+                    cross = row_dots.mul_(block.weights).sum(-1)
                 total = total + 2 * _times(term.scale, cross)
         # Blocks with blocks: sum over block pairs of U_a G_ab U_b^T per token, G_ab the rows' products.
         rows = [b.rows() for b in blocks]  # [P, r, C] each
         for a, first in enumerate(blocks):
             for b in range(a, len(blocks)):
                 products = rows[a] @ rows[b].transpose(1, 2)  # [P, r_a, r_b]
-                quad = torch.linalg.vecdot(first.weights @ products, blocks[b].weights)
+                quad = (first.weights @ products).mul_(blocks[b].weights).sum(-1)
                 total = total + (1 if a == b else 2) * quad
         return total / channels
 
@@ -278,17 +325,14 @@ class PromptChunks:
         self.chunks = chunks
         self.starts = torch.tensor([0, *sizes]).cumsum(0)
 
-    def materialize(self, indexes: torch.Tensor, *, times: tuple[Hashable, torch.Tensor] | None = None) -> torch.Tensor:
-        """The tokens [S, N, C] (or tokens times a matrix, see ``LowRankTokens.materialize``) of the
-        prompts at ``indexes`` [S] (any order)."""
-        indexes = torch.as_tensor(indexes).cpu()
-        chunk_of = torch.searchsorted(self.starts, indexes, right=True) - 1
-        parts, order = [], []
-        for chunk in chunk_of.unique().tolist():
-            positions = (chunk_of == chunk).nonzero()[:, 0]
-            parts.append(self.chunks[chunk].materialize(indexes[positions] - self.starts[chunk], times=times))
-            order.append(positions)
-        if not parts:
-            return self.chunks[0].materialize(indexes, times=times)
-        out = torch.cat(parts)
-        return out[torch.cat(order).argsort().to(out.device)]
+    @property
+    def side(self) -> int:
+        """Tokens per side of the square grid of image tokens."""
+        return math.isqrt(max(term.base.shape[0] for term in self.chunks[0].terms))
+
+    def prompt(self, index: int, *, times: tuple[Hashable, torch.Tensor] | None = None) -> PromptTokens:
+        """The tokens of prompt ``index`` (counted over all chunks) as factors (``LowRankTokens.prompt``)."""
+        chunk = int(torch.searchsorted(self.starts, torch.tensor(index), right=True)) - 1
+        if not 0 <= index < int(self.starts[-1]):
+            raise IndexError(f"prompt {index} out of range for {int(self.starts[-1])} prompts")
+        return self.chunks[chunk].prompt(index - int(self.starts[chunk]), times=times)

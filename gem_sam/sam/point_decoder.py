@@ -29,7 +29,8 @@ from torch import nn
 from .low_rank_tokens import HeadBlock, LowRankTokens, PromptChunks, SharedCache, softmax_over_tokens
 
 MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
-PROMPTS_PER_CHUNK = 16  # prompts whose per-prompt factors are computed together (they stay in cache)
+PROMPTS_PER_CHUNK = 8  # prompts whose per-prompt factors are computed together (they stay in cache)
+TOKENS_PER_BAND = 1024  # image tokens whose mask logits are formed at a time (their pixels stay in cache)
 
 
 def _split_heads(attn: nn.Module, projected: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,7 @@ class PointPromptDecoder:
 
         image_embedding: [1, C, h, w] from the image encoder; coords: [P, 2] (x, y) in the encoder's
         1024-pixel input frame. Returns tokens [P, T, C] and the prompts' image tokens (h*w of them,
-        row-major), to be formed with ``materialize`` for the prompts whose masks are wanted.
+        row-major), to be formed a prompt at a time (``prompt``) for the prompts whose masks are wanted.
         """
         with torch.autocast(image_embedding.device.type, enabled=False):
             image_embedding, coords = image_embedding.float(), coords.float()
@@ -141,20 +142,25 @@ class PointPromptDecoder:
         *,
         outputs: Sequence[int] | torch.Tensor = MULTIMASK_OUTPUTS,
         shifts: tuple[torch.Tensor, torch.Tensor] | None = None,
+        extent_hw: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """[S, T, C] tokens of the prompts at ``indexes`` [S] and all prompts' image tokens ->
-        [S, K, 4h, 4w] low-resolution logits of mask outputs ``outputs`` (K of them, the same for every
-        prompt, or [S, K] per prompt).
+        [S, K, h, w] low-resolution logits of mask outputs ``outputs`` (K of them, the same for every
+        prompt, or [S, K] per prompt), float32.
 
         shifts: what is added after the first and the second upscaling convolution, from
         ``upscaling_shifts`` (computed once per image); None: the convolutions' biases.
+        extent_hw: the top-left region of the 4*side x 4*side logits that is wanted (the rest of the
+        input frame is padding for a SAM 1 image that is not square); it is rounded up to whole tokens,
+        so h, w are the next multiples of 4. None: all of it.
 
         The output upscaling (2x2 stride-2 transposed convolution, LayerNorm over channels, GELU,
         another such convolution, GELU) mixes no pixels: each transposed convolution maps one pixel's
-        channels to its 2x2 block of output pixels. So it runs channels-last on pixels in any order, as
-        matrix products: the first one on the tokens' factors (``materialize(times=...)``), the
-        LayerNorm fused over the last dim, and the hypernetwork product on every pixel before the
-        pixels are put back in raster order (K channels instead of C/8).
+        channels to its 2x2 block of output pixels. So it runs channels-last, one prompt and one band
+        of token rows at a time (small enough to stay in the CPU's cache), as matrix products: the
+        first convolution folded into the tokens' factors (``prompt(times=...)``), the LayerNorm over
+        the last dim, and the hypernetwork product on every pixel before the pixels are put in raster
+        order (K channels instead of C/8).
         """
         first, norm, activation, second, last_activation = self.decoder.output_upscaling
         mask_tokens = tokens[:, self.iou_token_index + 1 :]
@@ -165,19 +171,32 @@ class PointPromptDecoder:
             hyper = hyper.gather(1, outputs[..., None].expand(-1, -1, hyper.shape[2]))  # [S, K, c2]
         else:
             hyper = hyper[:, list(outputs)]
-        # pixels of the first convolution's output in order (i, j, a, b): token (i, j), block offset (a, b)
-        x = image.materialize(indexes, times=(("upscale", id(first)), _per_pixel_block(first)))  # [S, N, 4*c1]
-        prompts, count, _ = x.shape
-        side = math.isqrt(count)
+        side = image.side
+        rows, cols = (side, side) if extent_hw is None else (math.ceil(extent_hw[0] / 4), math.ceil(extent_hw[1] / 4))
         c1, c2 = first.weight.shape[1], second.weight.shape[1]
         first_shift, second_shift = shifts if shifts is not None else self.upscaling_shifts(None, side=side)
-        x = x.view(prompts, count * 4, c1).add_(first_shift)
-        x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps)).view(prompts * count * 4, c1)
-        x = (x @ _per_pixel_block(second)).view(prompts, count * 16, c2)  # pixels (i, j, a, b, a2, b2)
-        x = last_activation(x.add_(second_shift))
-        masks = x @ hyper.transpose(1, 2)  # [S, 16N, K]
-        masks = masks.view(prompts, side, side, 2, 2, 2, 2, hyper.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return masks.reshape(prompts, hyper.shape[1], 4 * side, 4 * side)  # row 4i + 2a + a2, col 4j + 2b + b2
+        first_matrix = (("upscale", id(first)), _per_pixel_block(first))
+        second_matrix = _per_pixel_block(second)
+        out = torch.empty(len(indexes), hyper.shape[1], 4 * rows, 4 * cols, device=hyper.device)
+        # On a GPU one band is the whole grid: there the work per kernel matters, not the cache.
+        band_tokens = TOKENS_PER_BAND if hyper.device.type == "cpu" else rows * cols
+        for slot, index in enumerate(indexes.tolist()):
+            prompt = image.prompt(index, times=first_matrix)
+            for band in _row_bands(rows, cols, band_tokens):
+                band_rows = band.stop - band.start
+                # first convolution: pixels in order (i, j, a, b), token (i, j) of the band, offset (a, b)
+                x = prompt.form(band, cols).view(-1, c1).add_(_band_of(first_shift, band, cols, side, scale=1))
+                # LayerNorm writes them in raster order (2i + a, 2j + b)
+                x = x.view(band_rows, cols, 2, 2, c1).permute(0, 2, 1, 3, 4)
+                x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+                x = (x.reshape(-1, c1) @ second_matrix).view(2 * band_rows, 2 * cols, 2, 2, c2)
+                # second convolution's pixels (y, x, a2, b2) -> raster order (2y + a2, 2x + b2), shifted
+                raster = torch.add(
+                    x.permute(0, 2, 1, 3, 4).reshape(-1, c2), _band_of(second_shift, band, cols, side, scale=4)
+                )
+                masks = hyper[slot].to(raster.dtype) @ last_activation(raster).T  # [K, pixels]
+                out[slot, :, 4 * band.start : 4 * band.stop].copy_(masks.view(-1, 4 * band_rows, 4 * cols))
+        return out
 
     def upscaling_shifts(
         self, high_res_features: Sequence[torch.Tensor] | None, *, side: int
@@ -196,16 +215,38 @@ class PointPromptDecoder:
 
 def _pixel_shift(bias: torch.Tensor, feature: torch.Tensor | None, side: int, *, levels: int) -> torch.Tensor:
     """What is added to a transposed convolution's output before its activation or LayerNorm: the bias
-    [c] ([1, c]), plus for SAM 2 the high-resolution feature map [1, c, side * 2**levels, same], reordered
-    to the channels-last pixel order of ``mask_logits`` ([N * 4**levels, c])."""
+    [c] ([1, c]), plus for SAM 2 the high-resolution feature map [1, c, side * 2**levels, same],
+    channels-last in the pixel order of ``mask_logits``: after the first convolution (levels 1) by
+    token, then block offset: (i, j, a, b); after the second (levels 2) raster order. [N * 4**levels, c]."""
     if feature is None:
         return bias[None]
     channels = feature.shape[1]
-    # row = (i, a[, a2]) and col = (j, b[, b2]) -> pixel order (i, j, a, b[, a2, b2])
-    grid = feature[0].reshape(channels, side, *[2] * levels, side, *[2] * levels)
-    rows, cols = list(range(2, 2 + levels)), list(range(3 + levels, 3 + 2 * levels))
-    order = [1, 2 + levels] + [axis for pair in zip(rows, cols, strict=True) for axis in pair] + [0]
-    return grid.permute(order).reshape(-1, channels).float() + bias
+    if levels == 1:  # row = (i, a), col = (j, b) -> (i, j, a, b)
+        grid = feature[0].reshape(channels, side, 2, side, 2).permute(1, 3, 2, 4, 0)
+    else:
+        grid = feature[0].permute(1, 2, 0)
+    return grid.reshape(-1, channels).float() + bias
+
+
+def _row_bands(rows: int, cols: int, band_tokens: int) -> list[slice]:
+    """Token rows 0..rows-1 (``cols`` tokens each) in near-equal bands of at most about ``band_tokens``."""
+    count = math.ceil(rows * cols / band_tokens)
+    bounds = [round(rows * k / count) for k in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True) if stop > start]
+
+
+def _band_of(shift: torch.Tensor, band: slice, cols: int, side: int, *, scale: int) -> torch.Tensor:
+    """The part of a per-pixel shift from ``_pixel_shift`` for the tokens of ``band`` and the first
+    ``cols`` columns: scale 1 for the first convolution's order (rows of 4 pixels per token), 4 for
+    the raster order of the 4 side x 4 side logits. A shift of one row [1, c] as it is."""
+    if shift.shape[0] == 1:
+        return shift
+    channels = shift.shape[1]
+    if scale == 1:
+        grid = shift.view(side, side, 4, channels)[band, :cols]
+    else:
+        grid = shift.view(scale * side, scale * side, channels)[scale * band.start : scale * band.stop, : scale * cols]
+    return grid.reshape(-1, channels)
 
 
 def _per_pixel_block(convolution: torch.nn.ConvTranspose2d) -> torch.Tensor:
