@@ -8,7 +8,8 @@ settings, with less work:
   per-prompt work is products with a few tokens (``point_decoder.PointPromptDecoder``);
 * the predicted-IoU filter runs before the masks are formed: mask logits are upscaled only for prompts
   with a passing mask, and only passing masks are upsampled to the image (the references do both for
-  every candidate);
+  every candidate); for SAM 1 only the part of the low-resolution frame that the upsampling reads is
+  formed (the rest is the padding of a non-square image's square input);
 * full-resolution work is done a chunk of masks at a time, which bounds memory;
 * SAM 1's image encoder runs with fused attention, its global attention a band of rows at a time
   (``sam1_encoder``), which halves the peak memory of ViT-B and saves a quarter of its time on the CPU.

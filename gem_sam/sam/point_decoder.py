@@ -159,8 +159,8 @@ class PointPromptDecoder:
         channels to its 2x2 block of output pixels. So it runs channels-last, one prompt and one band
         of token rows at a time (small enough to stay in the CPU's cache), as matrix products: the
         first convolution folded into the tokens' factors (``prompt(times=...)``), the LayerNorm over
-        the last dim, and the hypernetwork product on every pixel before the pixels are put in raster
-        order (K channels instead of C/8).
+        the last dim writing its pixels in raster order, the second convolution's pixels put in
+        raster order as its shift is added, and the hypernetwork product giving [K, pixels].
         """
         first, norm, activation, second, last_activation = self.decoder.output_upscaling
         mask_tokens = tokens[:, self.iou_token_index + 1 :]
@@ -185,14 +185,14 @@ class PointPromptDecoder:
             for band in _row_bands(rows, cols, band_tokens):
                 band_rows = band.stop - band.start
                 # first convolution: pixels in order (i, j, a, b), token (i, j) of the band, offset (a, b)
-                x = prompt.form(band, cols).view(-1, c1).add_(_band_of(first_shift, band, cols, side, scale=1))
+                x = prompt.form(band, cols).view(-1, c1).add_(_token_band(first_shift, band, cols, side))
                 # LayerNorm writes them in raster order (2i + a, 2j + b)
                 x = x.view(band_rows, cols, 2, 2, c1).permute(0, 2, 1, 3, 4)
                 x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
                 x = (x.reshape(-1, c1) @ second_matrix).view(2 * band_rows, 2 * cols, 2, 2, c2)
                 # second convolution's pixels (y, x, a2, b2) -> raster order (2y + a2, 2x + b2), shifted
                 raster = torch.add(
-                    x.permute(0, 2, 1, 3, 4).reshape(-1, c2), _band_of(second_shift, band, cols, side, scale=4)
+                    x.permute(0, 2, 1, 3, 4).reshape(-1, c2), _raster_band(second_shift, band, cols, side)
                 )
                 masks = hyper[slot].to(raster.dtype) @ last_activation(raster).T  # [K, pixels]
                 out[slot, :, 4 * band.start : 4 * band.stop].copy_(masks.view(-1, 4 * band_rows, 4 * cols))
@@ -235,18 +235,21 @@ def _row_bands(rows: int, cols: int, band_tokens: int) -> list[slice]:
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True) if stop > start]
 
 
-def _band_of(shift: torch.Tensor, band: slice, cols: int, side: int, *, scale: int) -> torch.Tensor:
-    """The part of a per-pixel shift from ``_pixel_shift`` for the tokens of ``band`` and the first
-    ``cols`` columns: scale 1 for the first convolution's order (rows of 4 pixels per token), 4 for
-    the raster order of the 4 side x 4 side logits. A shift of one row [1, c] as it is."""
+def _token_band(shift: torch.Tensor, band: slice, cols: int, side: int) -> torch.Tensor:
+    """The rows of a first-convolution shift from ``_pixel_shift`` ([side * side * 4, c], four pixels
+    per token) for the tokens of ``band`` and the first ``cols`` columns; a shift of one row as it is."""
     if shift.shape[0] == 1:
         return shift
-    channels = shift.shape[1]
-    if scale == 1:
-        grid = shift.view(side, side, 4, channels)[band, :cols]
-    else:
-        grid = shift.view(scale * side, scale * side, channels)[scale * band.start : scale * band.stop, : scale * cols]
-    return grid.reshape(-1, channels)
+    return shift.view(side, side, 4, shift.shape[1])[band, :cols].reshape(-1, shift.shape[1])
+
+
+def _raster_band(shift: torch.Tensor, band: slice, cols: int, side: int) -> torch.Tensor:
+    """The rows of a second-convolution shift from ``_pixel_shift`` ([(4 side)**2, c], raster order) for
+    the logits of the tokens of ``band`` and the first ``cols`` columns; a shift of one row as it is."""
+    if shift.shape[0] == 1:
+        return shift
+    grid = shift.view(4 * side, 4 * side, shift.shape[1])[4 * band.start : 4 * band.stop, : 4 * cols]
+    return grid.reshape(-1, shift.shape[1])
 
 
 def _per_pixel_block(convolution: torch.nn.ConvTranspose2d) -> torch.Tensor:
