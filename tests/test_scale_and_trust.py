@@ -16,6 +16,7 @@ from PIL import Image
 
 from gem_sam.images import load_image
 from gem_sam.labeller_spec import LabellerSpec
+from gem_sam.parity import compare_mask_records
 from gem_sam.pipeline import label_folder
 from gem_sam.sam import MaskGeneratorConfig
 
@@ -179,4 +180,17 @@ def test_ray_engine_matches_single_process(
     label_folder(spec.build(), images_dir=partial, out_path=out, settings=spec.settings(), progress=False)
     summary = label_folder_ray(spec, images_dir=many_photos, out_path=out, workers=2, progress=False)
     assert (summary.labelled, summary.resumed) == (8, 4)
-    assert json.loads(out.read_text())["annotations"] == json.loads(single.read_text())["annotations"]
+    assert_same_annotations(json.loads(out.read_text())["annotations"], json.loads(single.read_text())["annotations"])
+
+
+def assert_same_annotations(ours: list[dict], reference: list[dict]) -> None:
+    """The same masks, classes and scores per image, up to float rounding: Ray's workers run with another
+    thread count, which changes the order of float sums (differences of about 1e-6)."""
+    assert [a["image_id"] for a in ours] == [a["image_id"] for a in reference]
+    assert [a["category_id"] for a in ours] == [a["category_id"] for a in reference]
+    np.testing.assert_allclose([a["score"] for a in ours], [a["score"] for a in reference], atol=1e-4)
+    for image_id in {a["image_id"] for a in reference}:
+        parity = compare_mask_records(
+            [a for a in ours if a["image_id"] == image_id], [a for a in reference if a["image_id"] == image_id]
+        )
+        assert parity.holds(), parity
