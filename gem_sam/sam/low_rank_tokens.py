@@ -13,7 +13,9 @@ So for prompt p the C-channel tokens are::
     X[p] = sum_i  s_i[p] * S_i  +  sum_b  U_b[p] @ R_b[p]
 
 with ``S_i`` shared by all prompts ([N, C], or [1, C] for a row repeated on every token), ``s_i[p]`` a
-per-token scale ([N], or 1), ``U_b[p]`` [N, r] attention weights and ``R_b[p]`` [r, C] rows. Attention
+per-token scale ([N], or 1), ``U_b[p]`` [N, r] attention weights (stored transposed, [r, N]: every
+per-prompt, per-token quantity keeps the tokens last, so that products with shared matrices write in
+place and reductions over tokens run on contiguous memory) and ``R_b[p]`` [r, C] rows. Attention
 needs projections of X only contracted with a prompt's few queries, and LayerNorm needs only each
 token's mean and variance; both follow from products of the small factors with the shared matrices,
 so the [P, N, C] tensor is never formed: the tokens of a prompt whose masks are wanted are formed a block
@@ -27,7 +29,6 @@ rounding (about 1e-6 relative); run it in float32.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class SharedTerm:
 class HeadBlock:
     """``weights @ rows``: an attention output without its bias.
 
-    weights: [P, N, H*T] (head-major); row (h, t) = ``coefficients[:, t, h] @ basis[h]`` with
+    weights: [P, H*T, N] (head-major, tokens last); row (h, t) = ``coefficients[:, t, h] @ basis[h]`` with
     coefficients [P, T, H, d] (the prompt's token values per head) and basis [H, d, C] shared, named
     by ``key`` (the output projection, transformed by every later LayerNorm).
     """
@@ -89,7 +90,7 @@ class HeadBlock:
 class PromptTokens:
     """One prompt's N tokens ``X[n] = sum_i scale_i[n] * base_i[n] + sum_b weights_b[n] @ rows_b``.
 
-    terms: (scale [N] or None for 1, base [N, K] or [1, K]); blocks: (weights [N, r], rows [r, K]).
+    terms: (scale [N] or None for 1, base [N, K] or [1, K]); blocks: (weights [r, N], rows [r, K]).
     Tokens lie on a square grid, row-major.
     """
 
@@ -113,35 +114,29 @@ class PromptTokens:
             else:
                 out.addcmul_(block_of(scale)[..., None], shared)
         flat = out.view(-1, out.shape[-1])
-        for weights, block_rows in self.blocks:
-            flat.addmm_(block_of(weights).reshape(flat.shape[0], -1), block_rows)
+        for weights, block_rows in self.blocks:  # weights [r, N]: tokens on the last dim
+            band = weights.view(-1, side, side)[:, rows, :cols].reshape(weights.shape[0], -1)  # [r, n]
+            flat.addmm_(band.T, block_rows)
         return flat
 
 
-def _block_diagonal(per_prompt: torch.Tensor) -> torch.Tensor:
-    """per_prompt [P, T, H, d] -> [P, H*d, H*T]: per prompt the block-diagonal matrix whose block h is
-    ``per_prompt[p, :, h].T`` (rows (h, i), columns (h, t)), zero elsewhere."""
-    prompts, tokens, heads, head_dim = per_prompt.shape
-    eye = torch.eye(heads, dtype=per_prompt.dtype, device=per_prompt.device)
-    return torch.einsum("pthd,hg->phdgt", per_prompt, eye).reshape(prompts, heads * head_dim, heads * tokens)
-
-
 def _head_dot(shared: torch.Tensor, per_prompt: torch.Tensor) -> torch.Tensor:
-    """shared [N, H, d] . per_prompt [P, T, H, d] over d -> contiguous [P, N, H, T].
+    """shared [H, d, N] (projections, tokens last) . per_prompt [P, T, H, d] over d -> [P, H, T, N].
 
-    One product with each prompt's block-diagonal matrix: H times the multiplications needed, but a
-    single large matrix product that writes the result in place is several times faster on a CPU than
-    H thin ones and a transposition."""
+    One batched product per head, each writing its slice of the result in place."""
     prompts, tokens, heads, _ = per_prompt.shape
-    product = torch.matmul(shared.reshape(shared.shape[0], -1), _block_diagonal(per_prompt))  # [P, N, H*T]
-    return product.view(prompts, -1, heads, tokens)
+    out = per_prompt.new_empty(prompts, heads, tokens, shared.shape[-1])
+    for head in range(heads):
+        torch.bmm(per_prompt[:, :, head], shared[head].expand(prompts, -1, -1), out=out[:, head])
+    return out
 
 
 def _head_weighted_sum(weights: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-    """weights [P, N, H, T] and shared [N, H, d] -> [P, T, H, d] = sum over n of weights[p, n, h, t] *
-    shared[n, h] (the same trade as ``_head_dot``: all head pairs, then the matching ones)."""
-    prompts, count, heads, tokens = weights.shape
-    all_pairs = weights.view(prompts, count, heads * tokens).transpose(1, 2) @ shared.reshape(count, -1)
+    """weights [P, H, T, N] and shared [N, H, d] -> [P, T, H, d] = sum over n of weights[p, h, t, n] *
+    shared[n, h]. One product over all head pairs (H times the multiplications needed, but a single
+    large matrix product), then the matching pairs."""
+    prompts, heads, tokens, count = weights.shape
+    all_pairs = weights.reshape(prompts, heads * tokens, count) @ shared.reshape(count, -1)  # [P, H*T, H*d]
     pairs = all_pairs.view(prompts, heads, tokens, heads, -1)  # [P, H, T, H', d]
     return pairs.diagonal(dim1=1, dim2=3).permute(0, 1, 3, 2)  # [P, T, H, d]
 
@@ -149,6 +144,11 @@ def _head_weighted_sum(weights: torch.Tensor, shared: torch.Tensor) -> torch.Ten
 def _project(matrix: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
     """matrix [M, C] @ weight [H*d, C]^T, split into heads: [M, H, d]."""
     return (matrix @ weight.T).view(matrix.shape[0], heads, -1)
+
+
+def _project_tokens_last(matrix: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """``_project`` as [H, d, M] (contiguous), for ``_head_dot``."""
+    return _project(matrix, weight, heads).permute(1, 2, 0).contiguous()
 
 
 def _centre(matrix: torch.Tensor) -> torch.Tensor:
@@ -193,34 +193,39 @@ class LowRankTokens:
         key = ("project", term.key, id(projection))
         return self.cache.get(key, _project, term.base, projection.weight, heads)
 
+    def _projected_tokens_last(self, term: SharedTerm, projection: nn.Linear, heads: int) -> torch.Tensor:
+        """``_projected`` as [H, d, N or 1], cached."""
+        key = ("project, tokens last", term.key, id(projection))
+        return self.cache.get(key, _project_tokens_last, term.base, projection.weight, heads)
+
     def scores(self, projection: nn.Linear, queries: torch.Tensor) -> torch.Tensor:
         """Per-head dot products of the projected tokens with each prompt's queries.
 
-        projection: C -> H*d; queries [P, T, H, d]. Returns [P, N, H, T] with entry
-        (p, n, h, t) = ``projection(X[p])[n, h] . queries[p, t, h]``.
+        projection: C -> H*d; queries [P, T, H, d]. Returns [P, H, T, N] with entry
+        (p, h, t, n) = ``projection(X[p])[n, h] . queries[p, t, h]``.
         """
         prompts, tokens, heads, head_dim = queries.shape
-        total = torch.einsum("hd,pthd->pht", projection.bias.view(heads, head_dim), queries)[:, None]  # [P, 1, H, T]
+        total = torch.einsum("hd,pthd->pht", projection.bias.view(heads, head_dim), queries)[..., None]  # [P, H, T, 1]
         for term in self.terms:
-            part = _head_dot(self._projected(term, projection, heads), queries)  # [P, N or 1, H, T]
+            part = _head_dot(self._projected_tokens_last(term, projection, heads), queries)  # [P, H, T, N or 1]
             if term.scale is not None:
-                scale = term.scale[..., None, None]
-                part = part.mul_(scale) if part.shape[1] > 1 else part * scale
-            total = part.add_(total) if part.shape[1] >= total.shape[1] else total.add_(part)
-        flat = total.view(prompts, -1, heads * tokens)
+                scale = term.scale[:, None, None, :]
+                part = part.mul_(scale) if part.shape[-1] > 1 else part * scale
+            total = part.add_(total) if part.shape[-1] >= total.shape[-1] else total.add_(part)
+        flat = total.view(prompts, heads * tokens, -1)
         for block in self.blocks:
             projected_rows = (block.rows() @ projection.weight.T).view(prompts, -1, heads, head_dim)  # [P, r, H, d]
-            mix = torch.einsum("prhd,pthd->prht", projected_rows, queries).flatten(2)  # [P, r, H*T]
-            flat = flat.baddbmm_(block.weights, mix)
+            mix = torch.einsum("prhd,pthd->phtr", projected_rows, queries).flatten(1, 2)  # [P, H*T, r]
+            flat = flat.baddbmm_(mix, block.weights)
         return total
 
     def weighted_values(self, projection: nn.Linear, weights: torch.Tensor) -> torch.Tensor:
         """Attention-weighted sums of the projected tokens.
 
-        projection: C -> H*d; weights [P, N, H, T], each (p, h, t) summing to one over N.
-        Returns [P, T, H, d] = ``sum_n weights[p, n, h, t] projection(X[p])[n, h]``.
+        projection: C -> H*d; weights [P, H, T, N], each (p, h, t) summing to one over N.
+        Returns [P, T, H, d] = ``sum_n weights[p, h, t, n] projection(X[p])[n, h]``.
         """
-        prompts, count, heads, tokens = weights.shape
+        prompts, heads, tokens, count = weights.shape
         head_dim = projection.out_features // heads
         # Weights sum to one, so the bias (and any unscaled shared row) passes through unchanged.
         total = projection.bias.view(1, 1, heads, head_dim).expand(prompts, tokens, heads, head_dim)
@@ -229,14 +234,14 @@ class LowRankTokens:
             if term.base.shape[0] == 1 and term.scale is None:
                 total = total + projected[None]
                 continue
-            scaled = weights if term.scale is None else weights * term.scale[..., None, None]
+            scaled = weights if term.scale is None else weights * term.scale[:, None, None, :]
             if term.base.shape[0] == 1:
-                total = total + scaled.sum(1).transpose(1, 2)[..., None] * projected[None]
+                total = total + scaled.sum(-1).transpose(1, 2)[..., None] * projected[None]
             else:
                 total = total + _head_weighted_sum(scaled, projected)
-        flat = weights.view(prompts, count, heads * tokens)
+        flat = weights.reshape(prompts, heads * tokens, count)
         for block in self.blocks:
-            mixed = flat.transpose(1, 2) @ block.weights  # [P, H*T, r]
+            mixed = flat @ block.weights.transpose(1, 2)  # [P, H*T, r]
             projected_rows = (block.rows() @ projection.weight.T).view(prompts, -1, heads, head_dim)
             total = total + torch.einsum("phtr,prhd->pthd", mixed.view(prompts, heads, tokens, -1), projected_rows)
         return total
@@ -256,7 +261,7 @@ class LowRankTokens:
 
         normalised_terms = [SharedTerm(*gained(t.base, t.key), _times(t.scale, inverse_std)) for t in terms]
         normalised_blocks = [
-            HeadBlock(b.weights * inverse_std[..., None], b.coefficients, *gained(b.basis, b.key)) for b in blocks
+            HeadBlock(b.weights * inverse_std[:, None, :], b.coefficients, *gained(b.basis, b.key)) for b in blocks
         ]
         bias = SharedTerm(norm.bias[None], ("bias", id(norm)))
         return LowRankTokens([*normalised_terms, bias], normalised_blocks, self.cache)
@@ -294,28 +299,22 @@ class LowRankTokens:
         for term in terms:  # shared terms with blocks: row (h, t) . S[n] = coefficients[t, h] . (basis[h] . S[n])
             for block in blocks:
                 basis = block.basis.reshape(-1, channels)  # [H*d, C]
-                projected = self.cache.get(("cross", term.key, block.key), _project, term.base, basis, len(block.basis))
-                row_dots = _head_dot(projected, block.coefficients).flatten(2)  # [P, N or 1, r]
-                if row_dots.shape[1] == 1:  # a row shared by every token
-                    cross = (block.weights @ row_dots.transpose(1, 2))[..., 0]  # [P, N]
+                key = ("cross", term.key, block.key)
+                projected = self.cache.get(key, _project_tokens_last, term.base, basis, len(block.basis))
+                row_dots = _head_dot(projected, block.coefficients).flatten(1, 2)  # [P, r, N or 1]
+                if row_dots.shape[-1] == 1:  # a row shared by every token
+                    cross = (row_dots.transpose(1, 2) @ block.weights)[:, 0]  # [P, N]
                 else:
-                    cross = row_dots.mul_(block.weights).sum(-1)
+                    cross = row_dots.mul_(block.weights).sum(1)
                 total = total + 2 * _times(term.scale, cross)
-        # Blocks with blocks: sum over block pairs of U_a G_ab U_b^T per token, G_ab the rows' products.
+        # Blocks with blocks: sum over block pairs of u_a . G_ab u_b per token, G_ab the rows' products.
         rows = [b.rows() for b in blocks]  # [P, r, C] each
         for a, first in enumerate(blocks):
             for b in range(a, len(blocks)):
                 products = rows[a] @ rows[b].transpose(1, 2)  # [P, r_a, r_b]
-                quad = (first.weights @ products).mul_(blocks[b].weights).sum(-1)
+                quad = (products.transpose(1, 2) @ first.weights).mul_(blocks[b].weights).sum(1)
                 total = total + (1 if a == b else 2) * quad
         return total / channels
-
-
-def softmax_over_tokens(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last, small dim of scores [P, N, H, T] (faster than ``softmax(-1)`` on CPU)."""
-    peak = functools.reduce(torch.maximum, scores.unbind(-1)).unsqueeze(-1)
-    exp = torch.sub(scores, peak).exp_()
-    return exp.div_(functools.reduce(torch.add, exp.unbind(-1)).unsqueeze(-1))
 
 
 class PromptChunks:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .low_rank_tokens import HeadBlock, LowRankTokens, PromptChunks, SharedCache, softmax_over_tokens
+from .low_rank_tokens import HeadBlock, LowRankTokens, PromptChunks, SharedCache
 
 MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
 PROMPTS_PER_CHUNK = 8  # prompts whose per-prompt factors are computed together (they stay in cache)
@@ -44,8 +44,8 @@ def tokens_to_image_attention(
     """``attn(q=queries, k=image + key_pe, v=image)`` for queries [P, T, C]. Returns [P, T, C]."""
     prompts, tokens, _ = queries.shape
     q = _split_heads(attn, attn.q_proj(queries))
-    scores = image.plus(key_pe, key="pe").scores(attn.k_proj, q / math.sqrt(q.shape[-1]))  # [P, N, H, T]
-    values = image.weighted_values(attn.v_proj, scores.softmax(dim=1))  # softmax over image tokens
+    scores = image.plus(key_pe, key="pe").scores(attn.k_proj, q / math.sqrt(q.shape[-1]))  # [P, H, T, N]
+    values = image.weighted_values(attn.v_proj, scores.softmax(dim=-1))  # softmax over image tokens
     return attn.out_proj(values.reshape(prompts, tokens, attn.internal_dim))
 
 
@@ -54,11 +54,11 @@ def image_to_tokens_residual(
 ) -> LowRankTokens:
     """``image + attn(q=image + key_pe, k=token_keys, v=token_values)``; token_keys, token_values [P, T, C]."""
     k = _split_heads(attn, attn.k_proj(token_keys))
-    scores = image.plus(key_pe, key="pe").scores(attn.q_proj, k / math.sqrt(k.shape[-1]))  # [P, N, H, T]
+    scores = image.plus(key_pe, key="pe").scores(attn.q_proj, k / math.sqrt(k.shape[-1]))  # [P, H, T, N]
     heads, head_dim = k.shape[2:]
     basis = attn.out_proj.weight.T.reshape(heads, head_dim, -1)  # row h*d + i of W_out^T is basis[h, i]
     values = _split_heads(attn, attn.v_proj(token_values))
-    block = HeadBlock(softmax_over_tokens(scores).flatten(2), values, basis, ("out", id(attn)))
+    block = HeadBlock(scores.softmax(dim=2).flatten(1, 2), values, basis, ("out", id(attn)))  # softmax over T
     # Each head's weights sum to one over the tokens, so the output bias is added once per image token.
     return image.plus_block(block).plus(attn.out_proj.bias[None], key=("bias", id(attn)))
 
