@@ -66,6 +66,19 @@ from .sam2_model import load_sam2
 UPSCALE_CHUNK = 16  # prompts whose low-resolution mask logits are formed at a time
 
 
+class MaskRecords(MaskData):
+    """``MaskData`` whose ``cat`` appends list entries (the run-length encodings) without deep-copying
+    them: what is appended is never changed afterwards, and the copies of noisy masks' run lengths took a
+    third of the time of an image with 192 masks."""
+
+    def cat(self, new_stats: MaskData) -> None:
+        lists = {key: value for key, value in new_stats.items() if isinstance(value, list)}
+        super().cat(MaskData(**{key: value for key, value in new_stats.items() if key not in lists}))
+        current = dict(self.items())
+        for key, value in lists.items():
+            self[key] = list(value) if current.get(key) is None else current[key] + value
+
+
 class GridMaskGenerator:
     """Grid-point automatic mask generation; ``generate`` matches the family's reference generator.
 
@@ -127,7 +140,7 @@ class GridMaskGenerator:
         crop_boxes, layer_indexes = generate_crop_boxes(
             orig_hw, self.config.crop_n_layers, self.config.crop_overlap_ratio
         )
-        data = MaskData()
+        data = MaskRecords()
         for crop_box, layer_index in zip(crop_boxes, layer_indexes, strict=True):
             data.cat(self._process_crop(image, crop_box, layer_index, orig_hw))
         if len(crop_boxes) > 1 and len(data["rles"]):
@@ -153,7 +166,7 @@ class GridMaskGenerator:
             features = self.adapter.embed(crop)
         points = self.point_grids[layer_index] * np.array(crop_hw)[None, ::-1]  # [P, 2] x, y pixels
 
-        data = MaskData()
+        data = MaskRecords()
         for (batch_points,) in batch_iterator(self.config.points_per_batch, points):
             data.cat(self._process_batch(features, batch_points, crop_hw, crop_box, orig_hw))
         if not len(data["rles"]):
@@ -267,7 +280,7 @@ class GridMaskGenerator:
             with self.times.stage("run-length encoding", self.device):
                 rles = mask_to_rle_pytorch(uncrop_masks(binary, crop_box, orig_hw[0], orig_hw[1]))
             data.cat(
-                MaskData(
+                MaskRecords(
                     rles=rles,
                     boxes=boxes.cpu(),
                     iou_preds=iou_preds[indexes].cpu(),
@@ -280,7 +293,7 @@ class GridMaskGenerator:
 
 def _empty_mask_data(point_dtype: torch.dtype) -> MaskData:
     """Mask data with no masks: uncompressed RLEs, XYXY boxes, scores and point coordinates."""
-    return MaskData(
+    return MaskRecords(
         rles=[],
         boxes=torch.zeros(0, 4),
         iou_preds=torch.zeros(0),
