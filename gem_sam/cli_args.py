@@ -208,7 +208,8 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="IOU",
-        help="of two masks of the same class whose mask IoU is above IOU, keep the higher score",
+        help="of two masks of the same class whose mask IoU is at least IOU, keep the higher score "
+        "(1.0: exact duplicates)",
     )
     group.add_argument(
         "--drop-parts",

@@ -22,6 +22,8 @@ from .atomic import atomic_write
 class LabelledImage:
     """One image's result: its path relative to the image folder, size and annotations.
 
+    ``width`` and ``height`` are those of the upright image (EXIF orientation applied), and so are the
+    masks. ``fingerprint`` identifies the file the result came from (``run_store.file_fingerprint``).
     Each annotation holds ``class_index`` (into the vocabulary), ``segmentation`` (COCO RLE),
     ``area``, ``bbox`` (XYWH), ``score``, ``similarity`` (best pooled cosine similarity; absent in
     records of older versions), ``predicted_iou`` and ``stability_score``.
@@ -31,10 +33,12 @@ class LabelledImage:
     width: int
     height: int
     annotations: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file_name": self.file_name,
+            "fingerprint": self.fingerprint,
             "width": self.width,
             "height": self.height,
             "annotations": self.annotations,
@@ -43,7 +47,11 @@ class LabelledImage:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelledImage:
         return cls(
-            file_name=data["file_name"], width=data["width"], height=data["height"], annotations=data["annotations"]
+            file_name=data["file_name"],
+            width=data["width"],
+            height=data["height"],
+            annotations=data["annotations"],
+            fingerprint=data.get("fingerprint"),
         )
 
 

@@ -46,6 +46,12 @@ class SlidingWindow:
         if self.stride > self.window:
             raise ValueError(f"stride={self.stride} larger than window={self.window} would leave gaps")
 
+    def on_patch_grid(self, patch: int) -> SlidingWindow:
+        """The window and stride that run: rounded down to multiples of the ViT's patch (at least one
+        patch), so that windows cut the input between patches."""
+        window = max(patch, self.window // patch * patch)
+        return SlidingWindow(window=window, stride=max(patch, min(window, self.stride // patch * patch)))
+
 
 def window_starts(length: int, *, window: int, stride: int) -> list[int]:
     """Start offsets of windows along one side (mmsegmentation's slide grid): every ``stride``, the
@@ -62,9 +68,8 @@ def windowed_similarity(
     """images: [1, 3, H, W] preprocessed; returns [C, H, W] similarity at the input's resolution,
     averaged over the windows that cover each pixel."""
     _, _, height, width = images.shape
-    patch = scorer.patch_size
-    window = max(patch, slide.window // patch * patch)
-    stride = max(patch, min(window, slide.stride // patch * patch))
+    ran = slide.on_patch_grid(scorer.patch_size)
+    window, stride = ran.window, ran.stride
     total = torch.zeros(text.shape[0], height, width, device=scorer.device)
     count = torch.zeros(1, height, width, device=scorer.device)
     for top in window_starts(height, window=window, stride=stride):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open_clip
 
 from . import __version__
 from .cli_args import (
@@ -44,7 +45,7 @@ from .images import ImageReadError, load_image
 from .openimages import select_image_ids
 from .run_store import RunMismatchError
 from .sam import GridMaskGenerator
-from .scorer import GemScorer
+from .scorer import GemScorer, scorer_config
 from .vocab import read_vocabulary
 
 DATASETS: tuple[str, ...] = ("voc", "context", "ade20k")
@@ -57,6 +58,46 @@ PAPER_TABLE2: dict[tuple[str, str], tuple[float, float, float]] = {
     ("clipsurgery", "clip"): (41.2, 30.5, 12.9),
     ("clip", "clip"): (10.4, 7.7, 1.7),
 }
+# The models of Table 2: (open_clip name, pretrained tag) -> model family.
+PAPER_MODELS: dict[tuple[str, str], str] = {
+    ("ViT-B-16", "openai"): "clip",
+    ("ViT-B-16-quickgelu", "metaclip_400m"): "metaclip",
+}
+# Method options of Table 2's rows that differ from the method's defaults (MaskCLIP: the authors' evaluation).
+PAPER_METHOD_OPTIONS: dict[str, dict[str, Any]] = {"maskclip": {"maskclip_variant": "surgery"}}
+
+
+def differences_from_paper(
+    *, method: str, clip_model: str, pretrained: str | None, config: Any, slide: SlidingWindow, class_names: bool
+) -> list[str]:
+    """The settings of a run that differ from those of a Table 2 row (empty: the paper's setting).
+
+    ``config``: the run's ``ScorerConfig``; ``slide``: the window and stride that ran; ``class_names``:
+    whether the prompted class names were replaced."""
+    differences = []
+    family = PAPER_MODELS.get((clip_model, str(pretrained)))
+    if family is None:
+        differences.append(f"model {clip_model} {pretrained}")
+    if (method, family or "clip") not in PAPER_TABLE2:
+        differences.append(f"method {method}")
+        return differences
+    paper = dataclasses.asdict(scorer_config(method=method, **PAPER_METHOD_OPTIONS.get(method, {})))
+    ran = dataclasses.asdict(config)
+    differences += [f"{key} {ran['path'][key]!r}" for key in paper["path"] if ran["path"][key] != paper["path"][key]]
+    differences += [f"{key} {ran[key]!r}" for key in paper if key != "path" and ran[key] != paper[key]]
+    if slide != SlidingWindow():
+        differences.append(f"window {slide.window} stride {slide.stride}")
+    if class_names:
+        differences.append("--class-names")
+    return differences
+
+
+def clip_patch_size(model_name: str) -> int:
+    """The patch size of an open_clip ViT, read from its config (no weights loaded)."""
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    return int(config["vision_cfg"]["patch_size"])
 
 
 @dataclass(frozen=True)
@@ -170,19 +211,23 @@ def evaluate_dense(
 
 
 def markdown_row(report: dict[str, Any]) -> str:
-    family = "metaclip" if "metaclip" in str(report["model"]["pretrained"]).lower() else "clip"
-    paper = PAPER_TABLE2.get((report["method"], family))
-    paper_miou = f"{paper[DATASETS.index(report['dataset'])]:.1f}" if paper else "-"
+    """The report as a Markdown table row; the paper's mIoU only beside a run in a Table 2 setting."""
+    differences = report["differs_from_paper"]
+    paper_miou = "-"
+    if not differences:
+        family = PAPER_MODELS[(report["model"]["clip_model"], str(report["model"]["pretrained"]))]
+        paper_miou = f"{PAPER_TABLE2[(report['method'], family)][DATASETS.index(report['dataset'])]:.1f}"
     fps = f"{report['fps']:.2f}" if report["fps"] else "-"
-    return "\n".join(
-        [
-            "| dataset | method | model | images | mIoU | pixel acc. | fps, device | paper mIoU (not checked here) |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| {report['dataset']} | {report['method']} ({report['method_variant']}) | "
-            f"{report['model']['clip_model']} {report['model']['pretrained']} | {report['n_images']} | "
-            f"{report['miou']:.1f} | {report['pixel_accuracy']:.1f} | {fps}, {report['device']} | {paper_miou} |",
-        ]
-    )
+    lines = [
+        "| dataset | method | model | images | mIoU | pixel acc. | fps, device | paper mIoU (not checked here) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {report['dataset']} | {report['method']} ({report['method_variant']}) | "
+        f"{report['model']['clip_model']} {report['model']['pretrained']} | {report['n_images']} | "
+        f"{report['miou']:.1f} | {report['pixel_accuracy']:.1f} | {fps}, {report['device']} | {paper_miou} |",
+    ]
+    if differences:
+        lines.append(f"no paper number: the settings differ from Table 2's ({'; '.join(differences)})")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         require_writable_file(args.out, option="--out")
         class_names = tuple(read_vocabulary(args.class_names)) if args.class_names else None
-        slide = SlidingWindow(window=args.window, stride=args.stride)
         model = model_spec_from_args(args, method="gem" if gem_sam else args.method, with_generator=gem_sam)
         config = model.scorer_config()
+        # the window and stride that run, on the ViT's patch grid
+        slide = SlidingWindow(window=args.window, stride=args.stride).on_patch_grid(clip_patch_size(args.clip_model))
         task = DenseEvalTask(dataset=args.dataset, root=args.root, class_names=class_names, slide=slide, model=model)
         dataset = task.load()
         settings: dict[str, Any] = {
@@ -271,6 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     variant = method_variant(config, None) + ("; gem-sam rule label" if gem_sam else "")
     report = evaluation_report(args, variant=variant, device=device, settings=settings, results=results)
+    report["differs_from_paper"] = differences_from_paper(
+        method=args.method,
+        clip_model=args.clip_model,
+        pretrained=args.pretrained,
+        config=config,
+        slide=slide,
+        class_names=bool(args.class_names),
+    )
     write_json_atomic(report, Path(args.out))
     print(markdown_row(report))
     skipped = len(results["missing"]) + len(results["unreadable"])

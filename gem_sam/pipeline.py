@@ -19,8 +19,8 @@ from .labelling import LabelConfig, label_masks
 from .mask_ops import decoded_mask_chunks, pool_in_masks, rle_bbox_xywh
 from .overlay import save_overlay
 from .quality import select_masks
-from .run_report import RunReport, save_report_png
-from .run_store import RunStore
+from .run_report import RunReport, picture_note, save_report_png
+from .run_store import RunStore, file_fingerprint, image_key
 from .sam import GridMaskGenerator
 from .scorer import GemScorer
 from .text import validate_vocabulary
@@ -100,12 +100,18 @@ class AutoLabeller:
 
         Raises ``ImageReadError`` when the file is not a readable image.
         """
-        image = load_image(images_dir / file_name)
+        path = images_dir / file_name
+        try:
+            fingerprint = file_fingerprint(path)  # before reading: an edit during the run changes it
+        except OSError as error:
+            raise ImageReadError(f"cannot read the file ({error})") from error
+        image = load_image(path)
         labelled = LabelledImage(
             file_name=file_name.as_posix(),
             width=int(image.shape[1]),
             height=int(image.shape[0]),
             annotations=self.label(image),
+            fingerprint=fingerprint,
         )
         if overlay_dir is not None:
             save_overlay(image, labelled.annotations, self.vocabulary, folder=overlay_dir, file_name=labelled.file_name)
@@ -114,16 +120,26 @@ class AutoLabeller:
 
 def label_and_store(
     labeller: AutoLabeller, store: RunStore, images_dir: Path, file_name: Path, *, overlay_dir: Path | None
-) -> str | None:
+) -> tuple[str | None, str | None]:
     """Label one file and save its record (the overlay first, so a saved record means done).
 
-    Returns None on success, or why the file was skipped.
+    Returns ``(record key, None)`` on success, or ``(None, why the file was skipped)``.
     """
     try:
-        store.save(labeller.label_file(images_dir, file_name, overlay_dir=overlay_dir))
+        return store.save(labeller.label_file(images_dir, file_name, overlay_dir=overlay_dir)), None
     except ImageReadError as error:
-        return str(error)
-    return None
+        return None, str(error)
+
+
+def stored_key(store: RunStore, images_dir: Path, file_name: Path) -> tuple[str | None, str | None]:
+    """``(key, None)`` when ``store`` holds a result of this very file (same path, size and
+    modification time), ``(None, None)`` when it must be labelled, ``(None, why)`` when it cannot be
+    read at all."""
+    try:
+        key = image_key(file_name.as_posix(), file_fingerprint(images_dir / file_name))
+    except OSError as error:
+        return None, f"cannot read the file ({error})"
+    return (key, None) if store.has(key) else (None, None)
 
 
 @dataclass
@@ -136,6 +152,7 @@ class RunSummary:
     masks: int = 0  # annotations in the output file
     seconds: float = 0.0  # wall time of the labelling in this run
     report_png: bool = False  # whether the report picture was drawn (needs matplotlib)
+    report_notes: list[str] = field(default_factory=list)  # what the picture leaves out, or why it failed
 
     @property
     def seconds_per_image(self) -> float | None:
@@ -150,8 +167,9 @@ class RunSummary:
             f"time: {self.seconds:.1f} s, {per_image}",
         ]
         out += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
-        if not self.report_png:
+        if not self.report_png and not self.report_notes:
             out.append("report picture not drawn: install matplotlib (pip install 'gem_sam[report]')")
+        out += [f"warning: {note}" for note in self.report_notes]
         return out
 
 
@@ -162,7 +180,7 @@ def prepare_run(
     files = find_images(images_dir)
     if not files:
         raise FileNotFoundError(f"no images found in {str(images_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return files, RunStore(out_path, settings=settings, restart=restart)
+    return files, RunStore(out_path, settings=settings, restart=restart, images_dir=images_dir)
 
 
 def finish_run(
@@ -174,11 +192,13 @@ def finish_run(
     settings: dict[str, Any],
     images_dir: str | os.PathLike,
 ) -> RunSummary:
-    """Assemble the COCO file from the records of ``done``; write the list of skipped files and the
-    run report (``<out>.report.json``, and ``<out>.report.png`` when matplotlib is installed)."""
+    """Assemble the COCO file from the records under the keys ``done``; delete the records of files
+    that changed or left the folder; write the list of skipped files and the run report
+    (``<out>.report.json``, and ``<out>.report.png`` when matplotlib is installed)."""
     report = RunReport(vocabulary=vocabulary, skipped=list(summary.skipped))
+    in_file_order = sorted(done, key=lambda key: key.split("\0")[0])
     summary.masks = write_coco_streaming(
-        report.passing(store.load(name) for name in sorted(done)),
+        report.passing(store.load(key) for key in in_file_order),
         vocabulary,
         store.out_path,
         info={"description": "gem_sam", "images_dir": str(Path(images_dir).resolve()), "settings": settings},
@@ -187,9 +207,17 @@ def finish_run(
         [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
         Path(f"{store.out_path}.skipped.json"),
     )
+    store.prune(keep=done)
     report_json = report.to_json()
     write_json_atomic(report_json, Path(f"{store.out_path}.report.json"))
-    summary.report_png = save_report_png(report_json, Path(f"{store.out_path}.report.png"))
+    try:
+        summary.report_png = save_report_png(report_json, Path(f"{store.out_path}.report.png"))
+    except Exception as error:  # noqa: BLE001 - a picture must never fail a finished run
+        summary.report_notes.append(f"report picture not drawn ({type(error).__name__}: {error}); the rest is written")
+    else:
+        note = picture_note(report_json)
+        if note and summary.report_png:
+            summary.report_notes.append(note)
     return summary
 
 
@@ -206,7 +234,7 @@ def label_folder(
     """Label every image under ``images_dir`` and write COCO annotations to ``out_path``.
 
     Results are kept per image next to the output (see ``RunStore``), so a second call with the
-    same settings labels only what is missing. Unreadable images are skipped and reported; the
+    same settings and folder labels only what is missing or changed. Unreadable images are skipped and reported; the
     list of skipped files is also written to ``<out>.skipped.json``. With ``overlay_dir``, an overlay
     of each labelled image is written there (same relative path, ``.jpg``).
     """
@@ -217,19 +245,20 @@ def label_folder(
     start = time.perf_counter()
     with tqdm(files, desc="labelling", unit="img", disable=not progress) as bar:
         for file_name in bar:
-            name = file_name.as_posix()
-            if store.has(name):
+            key, reason = stored_key(store, images_dir, file_name)
+            if key is not None:
                 summary.resumed += 1
-                done.append(name)
+                done.append(key)
                 continue
-            reason = label_and_store(
-                labeller, store, images_dir, file_name, overlay_dir=Path(overlay_dir) if overlay_dir else None
-            )
-            if reason is not None:
-                summary.skipped.append((name, reason))
+            if reason is None:
+                key, reason = label_and_store(
+                    labeller, store, images_dir, file_name, overlay_dir=Path(overlay_dir) if overlay_dir else None
+                )
+            if key is None:
+                summary.skipped.append((file_name.as_posix(), reason))
                 continue
             summary.labelled += 1
-            done.append(name)
+            done.append(key)
     summary.seconds = time.perf_counter() - start
     return finish_run(
         store, done=done, vocabulary=labeller.vocabulary, summary=summary, settings=settings, images_dir=images_dir

@@ -7,7 +7,8 @@ RLE masks with pycocotools. Applied in this order to one image's masks:
 1. ``min_similarity``: drop a mask whose best pooled cosine similarity (over the vocabulary) is below
    the threshold, so a mask that matches no entry is not forced into a class.
 2. ``dedupe_iou``: going from the highest score down, drop a mask whose IoU with an already kept mask
-   of the same class exceeds the threshold (ties in score keep the earlier mask).
+   of the same class is at least the threshold (ties in score keep the earlier mask); at 1.0 exact
+   duplicates go.
 3. ``drop_parts``: drop a mask when a strictly larger kept mask of the same class covers at least this
    fraction of its pixels (``|A & B| / |A|``), e.g. a shirt inside its person.
 4. ``max_masks_per_image``: keep the highest-scoring masks.
@@ -29,7 +30,7 @@ class QualityControls:
     """Thresholds of the quality controls; None turns a control off."""
 
     min_similarity: float | None = None  # drop masks whose best cosine similarity is below this
-    dedupe_iou: float | None = None  # same-class masks with a mask IoU above this: keep the higher score
+    dedupe_iou: float | None = None  # same-class masks with a mask IoU of at least this: keep the higher score
     drop_parts: float | None = None  # drop a mask covered beyond this fraction by a larger same-class mask
     max_masks_per_image: int | None = None  # keep at most this many masks per image, highest scores first
 
@@ -75,7 +76,7 @@ def select_masks(
             same = [j for j in kept if classes[j] == classes[i]]
             if (
                 same
-                and (mask_utils.iou([rles[i]], [rles[j] for j in same], [0] * len(same)) > controls.dedupe_iou).any()
+                and (mask_utils.iou([rles[i]], [rles[j] for j in same], [0] * len(same)) >= controls.dedupe_iou).any()
             ):
                 continue
             kept.append(i)

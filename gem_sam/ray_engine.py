@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .labeller_spec import LabellerSpec
-from .pipeline import RunSummary, finish_run, label_and_store, prepare_run
+from .pipeline import RunSummary, finish_run, label_and_store, prepare_run, stored_key
 from .run_store import RunStore
 
 
@@ -76,11 +76,15 @@ class RayLabelWorker:
         self.overlay_dir = Path(overlay_dir) if overlay_dir else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        reasons = [
-            label_and_store(self.labeller, self.store, self.images_dir, Path(name), overlay_dir=self.overlay_dir) or ""
+        results = [
+            label_and_store(self.labeller, self.store, self.images_dir, Path(name), overlay_dir=self.overlay_dir)
             for name in batch["file_name"]
         ]
-        return {"file_name": batch["file_name"], "skipped": np.array(reasons, dtype=object)}
+        return {
+            "file_name": batch["file_name"],
+            "key": np.array([key or "" for key, _ in results], dtype=object),
+            "skipped": np.array([reason or "" for _, reason in results], dtype=object),
+        }
 
 
 def label_folder_ray(
@@ -102,9 +106,17 @@ def label_folder_ray(
     settings = spec.settings()
     files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
     summary = RunSummary()
-    done = [f.as_posix() for f in files if store.has(f.as_posix())]
+    done: list[str] = []
+    todo: list[str] = []
+    for file_name in files:
+        key, reason = stored_key(store, Path(images_dir), file_name)
+        if key is not None:
+            done.append(key)
+        elif reason is not None:
+            summary.skipped.append((file_name.as_posix(), reason))
+        else:
+            todo.append(file_name.as_posix())
     summary.resumed = len(done)
-    todo = [f.as_posix() for f in files if not store.has(f.as_posix())]
 
     start = time.perf_counter()
     if todo:
@@ -129,7 +141,7 @@ def label_folder_ray(
                         summary.skipped.append((row["file_name"], row["skipped"]))
                     else:
                         summary.labelled += 1
-                        done.append(row["file_name"])
+                        done.append(row["key"])
                     bar.update(1)
     summary.seconds = time.perf_counter() - start
     summary.skipped.sort()

@@ -18,6 +18,7 @@ import numpy as np
 from .coco import LabelledImage
 
 SCORE_BINS = 10  # histogram bins of the scores over [0, 1]
+MAX_CLASSES_DRAWN = 60  # the picture shows at most this many classes, those with the most masks
 
 
 def histogram(values: Sequence[float], *, bins: int, upper: float) -> list[int]:
@@ -90,8 +91,26 @@ class RunReport:
         }
 
 
+def drawn_classes(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The classes the picture shows: most masks first (ties in vocabulary order), at most
+    ``MAX_CLASSES_DRAWN``, so that the figure's height stays bounded whatever the vocabulary."""
+    return sorted(report["classes"], key=lambda entry: -entry["masks"])[:MAX_CLASSES_DRAWN]
+
+
+def picture_note(report: dict[str, Any]) -> str | None:
+    """Why the picture leaves classes out, or None when it shows them all."""
+    total = len(report["classes"])
+    if total <= MAX_CLASSES_DRAWN:
+        return None
+    return (
+        f"the report picture shows the {MAX_CLASSES_DRAWN} classes with the most masks, of {total} "
+        "(all are in the report JSON)"
+    )
+
+
 def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
-    """Draw the report as one PNG (masks per class, scores per class, masks per image).
+    """Draw the report as one PNG (masks per class, scores per class, masks per image); with a large
+    vocabulary, only the classes of ``drawn_classes``.
 
     Returns False, writing nothing, when matplotlib is not installed.
     """
@@ -103,7 +122,7 @@ def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
-    classes = sorted(report["classes"], key=lambda entry: -entry["masks"])
+    classes = drawn_classes(report)
     names = [entry["name"] for entry in classes]
     height = max(4.0, 0.28 * len(names) + 1.5)
     figure, (counts_axis, scores_axis, images_axis) = plt.subplots(
@@ -137,7 +156,14 @@ def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
     images_axis.set_title("masks per image")
     images_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     images_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.suptitle(f"{report['n_images']} images, {report['n_masks']} masks, {report['n_skipped']} skipped file(s)")
+    shown = (
+        f" (the {len(classes)} classes with the most masks, of {len(report['classes'])})"
+        if picture_note(report)
+        else ""
+    )
+    figure.suptitle(
+        f"{report['n_images']} images, {report['n_masks']} masks, {report['n_skipped']} skipped file(s){shown}"
+    )
     figure.tight_layout()
     figure.savefig(Path(path), dpi=100)
     plt.close(figure)

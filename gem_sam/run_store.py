@@ -1,10 +1,14 @@
 """Per-image results of a labelling or evaluation run on disk, so that runs resume and lose nothing.
 
 For an output file ``out.json`` the results live in ``out.json.records/``: ``run.json`` holds the
-run's settings, and each finished image has one JSON record named after a hash of its relative path,
-written to a temporary file and renamed into place (an interrupted write leaves no record). The
-COCO file is assembled from the records, so an interrupted run and an uninterrupted one give the
-same file.
+run's settings (and, for a labelling run, the folder it labels), and each finished item has one JSON
+record named after a hash of its key, written to a temporary file and renamed into place (an
+interrupted write leaves no record). The COCO file is assembled from the records, so an interrupted
+run and an uninterrupted one give the same file.
+
+A labelling record's key is the image's relative path *and* its fingerprint (size and modification
+time, ``file_fingerprint``): a record is only ever reused for the same file, unchanged, of the same
+folder.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any
 
 from .coco import LabelledImage, write_json_atomic
 
+MANIFEST_FORMAT = 2  # run.json layout: {"format", "settings", "images_dir"}
+
 
 class RunMismatchError(RuntimeError):
-    """The output folder holds results made with other settings or another vocabulary."""
+    """The output folder holds results made with other settings, another vocabulary or another folder."""
 
 
 def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -27,13 +33,37 @@ def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(keys) or "format"
 
 
-class RunStore:
-    """The records folder of one output file."""
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """``"<size>-<mtime in ns>"`` of a file: a record made from another file or an edited one never
+    matches. Raises ``OSError`` when the file cannot be read."""
+    stat = os.stat(path)
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
-    def __init__(self, out_path: str | os.PathLike, *, settings: dict[str, Any], restart: bool = False) -> None:
+
+def image_key(file_name: str, fingerprint: str) -> str:
+    """The record key of an image: its relative path and its fingerprint."""
+    return f"{file_name}\0{fingerprint}"
+
+
+class RunStore:
+    """The records folder of one output file.
+
+    ``images_dir``: the folder a labelling run labels; a run into the same ``--out`` with another
+    folder is refused (``RunMismatchError``) instead of reusing records of files with the same names.
+    """
+
+    def __init__(
+        self,
+        out_path: str | os.PathLike,
+        *,
+        settings: dict[str, Any],
+        restart: bool = False,
+        images_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.out_path = Path(out_path)
         self.folder = self.out_path.parent / f"{self.out_path.name}.records"
         self.settings = json.loads(json.dumps(settings))  # normalise tuples etc. to their JSON form
+        self.images_dir = str(Path(images_dir).resolve()) if images_dir is not None else None
         manifest = self.folder / "run.json"
         if not self.out_path.parent.is_dir():
             raise FileNotFoundError(f"the folder of --out {str(self.out_path)!r} does not exist")
@@ -44,17 +74,33 @@ class RunStore:
         if not os.access(self.folder, os.W_OK):
             raise PermissionError(f"cannot write to {str(self.folder)!r}; choose another --out")
         if manifest.exists() and not restart:
-            previous = json.loads(manifest.read_text(encoding="utf-8"))
-            if previous != self.settings:
-                raise RunMismatchError(
-                    f"{str(self.folder)!r} holds results of a run with other settings "
-                    f"({_describe_differences(previous, self.settings)} differ). Use another --out, "
-                    "or pass --restart to discard those results."
-                )
+            self._check_resumable(json.loads(manifest.read_text(encoding="utf-8")))
         elif restart:
             for record in self.folder.glob("*.json"):
                 record.unlink()
-        write_json_atomic(self.settings, manifest)
+        write_json_atomic(
+            {"format": MANIFEST_FORMAT, "settings": self.settings, "images_dir": self.images_dir}, manifest
+        )
+
+    def _check_resumable(self, previous: dict[str, Any]) -> None:
+        """Refuse to resume a run whose records came from other settings or another folder."""
+        if previous.get("format") != MANIFEST_FORMAT:
+            raise RunMismatchError(
+                f"{str(self.folder)!r} holds results of an older gem_sam version, which cannot be checked "
+                "against the files they came from. Use another --out, or pass --restart to discard them."
+            )
+        if previous["settings"] != self.settings:
+            raise RunMismatchError(
+                f"{str(self.folder)!r} holds results of a run with other settings "
+                f"({_describe_differences(previous['settings'], self.settings)} differ). Use another --out, "
+                "or pass --restart to discard those results."
+            )
+        if previous.get("images_dir") != self.images_dir:
+            raise RunMismatchError(
+                f"{str(self.folder)!r} holds results of labelling the folder {previous.get('images_dir')!r}, "
+                f"not {self.images_dir!r}; a run resumes only the folder it started with. Use another --out "
+                "for this folder, or pass --restart to discard those results."
+            )
 
     @classmethod
     def attach(cls, out_path: str | os.PathLike) -> RunStore:
@@ -63,25 +109,41 @@ class RunStore:
         store = cls.__new__(cls)
         store.out_path = Path(out_path)
         store.folder = store.out_path.parent / f"{store.out_path.name}.records"
-        store.settings = json.loads((store.folder / "run.json").read_text(encoding="utf-8"))
+        manifest = json.loads((store.folder / "run.json").read_text(encoding="utf-8"))
+        store.settings = manifest["settings"]
+        store.images_dir = manifest["images_dir"]
         return store
 
-    def _record_path(self, file_name: str) -> Path:
-        digest = hashlib.sha1(file_name.encode("utf-8")).hexdigest()
+    def _record_path(self, key: str) -> Path:
+        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
         return self.folder / f"img-{digest}.json"
 
-    def has(self, file_name: str) -> bool:
-        return self._record_path(file_name).exists()
+    def has(self, key: str) -> bool:
+        return self._record_path(key).exists()
 
-    def save(self, labelled: LabelledImage) -> None:
-        self.save_record(labelled.file_name, labelled.to_json())
+    def save(self, labelled: LabelledImage) -> str:
+        """Save an image's result under its key (path and fingerprint); returns the key."""
+        if labelled.fingerprint is None:
+            raise ValueError(f"{labelled.file_name!r}: a stored result needs the fingerprint of its file")
+        key = image_key(labelled.file_name, labelled.fingerprint)
+        self.save_record(key, labelled.to_json())
+        return key
 
-    def load(self, file_name: str) -> LabelledImage:
-        return LabelledImage.from_json(self.load_record(file_name))
+    def load(self, key: str) -> LabelledImage:
+        return LabelledImage.from_json(self.load_record(key))
 
-    def save_record(self, name: str, record: dict[str, Any]) -> None:
-        """Save any JSON record under ``name`` (an image's path or id), atomically."""
-        write_json_atomic(record, self._record_path(name))
+    def save_record(self, key: str, record: dict[str, Any]) -> None:
+        """Save any JSON record under ``key`` (an image's key or an item id), atomically."""
+        write_json_atomic(record, self._record_path(key))
 
-    def load_record(self, name: str) -> dict[str, Any]:
-        return json.loads(self._record_path(name).read_text(encoding="utf-8"))
+    def load_record(self, key: str) -> dict[str, Any]:
+        return json.loads(self._record_path(key).read_text(encoding="utf-8"))
+
+    def prune(self, keep: list[str]) -> int:
+        """Delete the records not under these keys (results of files that changed or left the folder);
+        returns how many were deleted."""
+        wanted = {self._record_path(key).name for key in keep}
+        stale = [path for path in self.folder.glob("img-*.json") if path.name not in wanted]
+        for path in stale:
+            path.unlink()
+        return len(stale)

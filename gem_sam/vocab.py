@@ -9,9 +9,19 @@ from .text import validate_vocabulary
 
 
 def parse_vocabulary(text: str) -> list[str]:
-    """Class names from the text of a vocabulary file (validated: non-empty, no duplicates)."""
-    stripped = (line.strip() for line in text.splitlines())
-    return validate_vocabulary([name for name in stripped if name and not name.startswith("#")])
+    """Class names from the text of a vocabulary file (validated: non-empty, no duplicates). Errors
+    give the file's line numbers (1-based)."""
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in first_line:
+            raise ValueError(
+                f"line {number} repeats {name!r} from line {first_line[name]}; each class must appear once"
+            )
+        first_line[name] = number
+    return validate_vocabulary(list(first_line))
 
 
 def read_vocabulary(path: str | os.PathLike) -> list[str]:

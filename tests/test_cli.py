@@ -91,7 +91,7 @@ def test_rerun_resumes_and_settings_change_is_refused(photo_folder: Path, vocab_
         ("images_is_a_file", "is not a folder"),
         ("no_images", "no images found"),
         ("empty_vocab", "vocabulary is empty"),
-        ("duplicate_vocab", "'cat' twice"),
+        ("duplicate_vocab", "line 3 repeats 'cat' from line 1"),
         ("missing_vocab", "vocabulary file"),
         ("missing_sam_checkpoint", "does not exist"),
         ("wrong_sam_architecture", "needs width 768"),
@@ -290,3 +290,59 @@ def test_quality_controls_and_run_report(photo_folder: Path, vocab_file: Path, t
             assert entry["score"]["median"] == pytest.approx(float(np.median(scores)))
     png = Path(f"{out}.report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_reuses_only_results_of_the_same_files(tmp_path: Path, vocab_file: Path, base_args) -> None:
+    """Two shoots with the same file names into one --out: the second is refused, naming both folders,
+    and nothing is written; a photo replaced in place is labelled again, the others resumed, and the
+    file equals a fresh run's."""
+    shoot1, shoot2 = tmp_path / "shoot1", tmp_path / "shoot2"
+    shoot1.mkdir()
+    shoot2.mkdir()
+    small_photo("astronaut.png", long_side=64).convert("RGB").save(shoot1 / "IMG_0001.jpg")
+    small_photo("coffee.png", long_side=64).convert("RGB").save(shoot1 / "IMG_0002.jpg")
+    small_photo("chelsea.png", long_side=48).convert("RGB").save(shoot2 / "IMG_0001.jpg")
+    out = tmp_path / "annotations.json"
+
+    def label(folder: Path, target: Path = out) -> tuple[int, str, str]:
+        return run(["--images", str(folder), "--vocab", str(vocab_file), "--out", str(target), *base_args])
+
+    assert label(shoot1)[0] == 0
+    first = out.read_bytes()
+    code, stdout, stderr = label(shoot2)
+    assert code == 2 and stdout == "" and str(shoot1.resolve()) in stderr and str(shoot2.resolve()) in stderr
+    assert "--restart" in stderr and len(stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == first
+
+    # the same name, another photo (another size): labelled again, never taken from the record
+    small_photo("rocket.jpg", long_side=40).convert("RGB").save(shoot1 / "IMG_0002.jpg")
+    code, stdout, _ = label(shoot1)
+    assert code == 0 and "images labelled: 1 (plus 1 from an earlier run)" in stdout
+    image = {entry["file_name"]: entry for entry in json.loads(out.read_text())["images"]}["IMG_0002.jpg"]
+    assert (image["height"], image["width"]) == np.asarray(small_photo("rocket.jpg", long_side=40)).shape[:2]
+    fresh = tmp_path / "fresh.json"
+    assert label(shoot1, fresh)[0] == 0
+    assert json.loads(out.read_text()) == json.loads(fresh.read_text())
+    assert len(list(Path(f"{out}.records").glob("img-*.json"))) == 2  # the stale record is gone
+
+
+def test_old_records_are_not_resumed(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args) -> None:
+    out = tmp_path / "out.json"
+    records = Path(f"{out}.records")
+    records.mkdir()
+    (records / "run.json").write_text(json.dumps({"vocabulary": ["cat"]}))  # a manifest of an older version
+    code, _, stderr = run(["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args])
+    assert code == 2 and "older gem_sam version" in stderr and "--restart" in stderr
+
+
+def test_a_huge_vocabulary_never_fails_the_run_report(photo_folder: Path, tmp_path: Path, base_args) -> None:
+    """2,500 classes: the report picture shows the classes with the most masks and says so; the run
+    succeeds and its report JSON lists every class."""
+    vocab = tmp_path / "big.txt"
+    vocab.write_text("\n".join(f"class number {i}" for i in range(2500)) + "\n")
+    out = tmp_path / "annotations.json"
+    code, stdout, stderr = run(["--images", str(photo_folder), "--vocab", str(vocab), "--out", str(out), *base_args])
+    assert code == 0, stderr
+    assert "warning: the report picture shows the 60 classes with the most masks, of 2500" in stdout
+    assert Path(f"{out}.report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads(Path(f"{out}.report.json").read_text())["classes"]) == 2500

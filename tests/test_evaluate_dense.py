@@ -304,3 +304,52 @@ def test_ray_with_two_workers_gives_the_same_report(scorer, tiny_clip_checkpoint
     single = evaluate_dense(task, progress=False)
     on_ray = evaluate_dense(task, progress=False, out_path=tmp_path / "ray.json", use_ray=True, workers=2)
     assert {key: on_ray[key] for key in METRIC_KEYS} == {key: single[key] for key in METRIC_KEYS}
+
+
+def test_reports_record_the_window_and_stride_that_ran(tiny_clip_checkpoint: Path, tmp_path: Path) -> None:
+    """--window 100 --stride 50 run as 96 and 48 on the 16-pixel patch grid; the report says so, and
+    the paper's number is not printed beside the tiny model."""
+    root = write_mini_set(tmp_path / "ade", "ade20k")
+    out = tmp_path / "report.json"
+    argv = ["--dataset", "ade20k", "--root", str(root), "--out", str(out), "--quiet", "--window", "100",
+            "--stride", "50", "--clip-model", TINY_CLIP_NAME, "--pretrained", str(tiny_clip_checkpoint),
+            "--device", "cpu"]  # fmt: skip
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(argv) == 0
+    report = json.loads(out.read_text())
+    protocol = report["settings"]["protocol"]
+    assert (protocol["window"], protocol["stride"]) == (96, 48)
+    assert report["differs_from_paper"][0].startswith(f"model {TINY_CLIP_NAME}")
+    row = stdout.getvalue().splitlines()[2]
+    assert row.rstrip().endswith("| - |") and "no paper number: the settings differ" in stdout.getvalue()
+
+
+@pytest.mark.parametrize(
+    "method,model,pretrained,options,slide,class_names,differences",
+    [
+        ("gem", "ViT-B-16", "openai", {}, SlidingWindow(), False, []),
+        ("gem", "ViT-B-16-quickgelu", "metaclip_400m", {}, SlidingWindow(), False, []),
+        ("maskclip", "ViT-B-16", "openai", {"maskclip_variant": "surgery"}, SlidingWindow(), False, []),
+        ("clipsurgery", "ViT-B-16", "openai", {}, SlidingWindow(), False, []),
+        ("clip", "ViT-B-16", "openai", {}, SlidingWindow(), False, []),
+        ("gem", "ViT-L-14", "openai", {}, SlidingWindow(), False, ["model ViT-L-14 openai"]),
+        ("gem", "ViT-B-16", "openai", {"depth": 6}, SlidingWindow(), False, ["depth 6"]),
+        ("gem", "ViT-B-16", "openai", {"templates": ("a {}.",)}, SlidingWindow(), False, ["templates ('a {}.',)"]),
+        ("maskclip", "ViT-B-16", "openai", {}, SlidingWindow(), False, ["maskclip_variant 'official'"]),
+        ("gem", "ViT-B-16", "openai", {}, SlidingWindow(window=224, stride=112), False, ["window 224 stride 112"]),
+        ("gem", "ViT-B-16", "openai", {}, SlidingWindow(), True, ["--class-names"]),
+        ("gem-sam", "ViT-B-16", "openai", {}, SlidingWindow(), False, ["method gem-sam"]),
+    ],
+)
+def test_paper_number_only_in_the_papers_setting(
+    method, model, pretrained, options, slide, class_names, differences
+) -> None:
+    from gem_sam.evaluate_dense import differences_from_paper
+    from gem_sam.scorer import scorer_config
+
+    config = scorer_config(method="gem" if method == "gem-sam" else method, **options)
+    found = differences_from_paper(
+        method=method, clip_model=model, pretrained=pretrained, config=config, slide=slide, class_names=class_names
+    )
+    assert found == differences

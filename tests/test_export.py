@@ -286,8 +286,7 @@ def test_missing_image_and_non_empty_out(run_output: Path, tmp_path: Path) -> No
     (out / "keep.txt").write_text("x")
     code, _, err = export(str(run_output), "--to", "semantic", "--out", str(out))
     assert code == 2 and "is not empty" in err and "--overwrite" in err
-    code, _, _ = export(str(run_output), "--to", "semantic", "--out", str(out), "--overwrite")
-    assert code == 0 and (out / "classes.txt").exists() and (out / "keep.txt").exists()
+    assert not (out / "classes.txt").exists() and (out / "keep.txt").read_text() == "x"
 
 
 def test_copied_images(run_output: Path, tmp_path: Path) -> None:
@@ -299,7 +298,9 @@ def test_copied_images(run_output: Path, tmp_path: Path) -> None:
 
 
 def _hand_run(tmp_path: Path, masks: list[tuple[int, float, np.ndarray]], *, size_hw: tuple[int, int]) -> RunOutput:
-    """A one-image run output with hand-made (category id, score, mask) annotations."""
+    """A one-image run output with hand-made (category id, score, mask) annotations (and a blank
+    photo of that size)."""
+    Image.new("RGB", size_hw[::-1]).save(tmp_path / "photo.jpg")
     annotations = []
     for index, (category, score, mask) in enumerate(masks, start=1):
         rle = encode_rle(mask)
@@ -317,3 +318,62 @@ def _hand_run(tmp_path: Path, masks: list[tuple[int, float, np.ndarray]], *, siz
         info={"description": "gem_sam"},
         dropped=0,
     )
+
+
+FIFTYONE_READER = """
+import json, sys
+import fiftyone as fo
+from gem_sam.export.cli import main
+
+code = main([sys.argv[1], "--to", "fiftyone", "--dataset-name", "gem_sam_test"])
+dataset = fo.load_dataset("gem_sam_test")
+samples = []
+for sample in dataset.iter_samples():
+    samples.append({
+        "filepath": sample.filepath,
+        "detections": [
+            {"label": d.label, "confidence": d.confidence, "bounding_box": list(d.bounding_box),
+             "mask": d.mask.astype(int).tolist(), "predicted_iou": d["predicted_iou"], "similarity": d["similarity"]}
+            for d in sample["gem_sam"].detections
+        ],
+    })
+print(json.dumps({"code": code, "persistent": dataset.persistent, "samples": samples}))
+"""
+
+
+def test_fiftyone_dataset_read_back_through_fiftyone(run_output: Path, tmp_path: Path) -> None:
+    """The fiftyone export with the real client and its database: every sample, mask, class and score
+    read back through FiftyOne's API equals the COCO file's."""
+    pytest.importorskip("fiftyone", reason="the dev extra installs fiftyone; run pip install -e '.[dev]'")
+    env = {
+        **os.environ,
+        "FIFTYONE_DATABASE_DIR": str(tmp_path / "fiftyone_db"),
+        "FIFTYONE_DATABASE_VALIDATION": "false",
+        "FIFTYONE_DO_NOT_TRACK": "true",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", FIFTYONE_READER, str(run_output)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    read = json.loads(result.stdout.strip().splitlines()[-1])
+    assert read["code"] == 0 and read["persistent"]
+    data = json.loads(run_output.read_text())
+    images_dir = Path(data["info"]["images_dir"])
+    assert [sample["filepath"] for sample in read["samples"]] == [
+        str((images_dir / image["file_name"]).resolve()) for image in data["images"]
+    ]
+    for sample, image in zip(read["samples"], data["images"], strict=True):
+        ours = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+        assert len(sample["detections"]) == len(ours) > 0
+        for detection, annotation in zip(sample["detections"], ours, strict=True):
+            x, y, w, h = (int(v) for v in annotation["bbox"])
+            assert detection["label"] == VOCABULARY[annotation["category_id"] - 1]
+            assert detection["confidence"] == annotation["score"]
+            assert detection["predicted_iou"] == annotation["predicted_iou"]
+            assert detection["similarity"] == annotation["similarity"]
+            assert detection["bounding_box"] == pytest.approx(
+                [x / image["width"], y / image["height"], w / image["width"], h / image["height"]], abs=1e-12
+            )
+            np.testing.assert_array_equal(
+                np.array(detection["mask"], dtype=bool), decode_rle(annotation["segmentation"])[y : y + h, x : x + w]
+            )

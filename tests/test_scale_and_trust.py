@@ -172,13 +172,15 @@ def test_ray_engine_matches_single_process(
     label_folder(spec.build(), images_dir=many_photos, out_path=single, settings=spec.settings(), progress=False)
 
     out = tmp_path / "ray.json"
-    first = sorted(many_photos.iterdir())[:4]
-    partial = tmp_path / "partial"
-    partial.mkdir()
-    for path in first:  # a first run over part of the folder, as if interrupted
-        (partial / path.name).write_bytes(path.read_bytes())
-    label_folder(spec.build(), images_dir=partial, out_path=out, settings=spec.settings(), progress=False)
-    summary = label_folder_ray(spec, images_dir=many_photos, out_path=out, workers=2, progress=False)
+    photos = sorted(many_photos.iterdir())
+    growing = tmp_path / "growing"
+    growing.mkdir()
+    for path in photos[:4]:  # a first run over part of the folder, as if interrupted
+        (growing / path.name).write_bytes(path.read_bytes())
+    label_folder(spec.build(), images_dir=growing, out_path=out, settings=spec.settings(), progress=False)
+    for path in photos[4:]:
+        (growing / path.name).write_bytes(path.read_bytes())
+    summary = label_folder_ray(spec, images_dir=growing, out_path=out, workers=2, progress=False)
     assert (summary.labelled, summary.resumed) == (8, 4)
     assert_same_annotations(json.loads(out.read_text())["annotations"], json.loads(single.read_text())["annotations"])
 

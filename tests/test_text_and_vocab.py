@@ -28,7 +28,12 @@ def test_parse_vocabulary(text: str, expected: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "text,message",
-    [("", "empty"), ("# only comments\n\n", "empty"), ("cat\ndog\ncat\n", "'cat' twice")],
+    [
+        ("", "empty"),
+        ("# only comments\n\n", "empty"),
+        ("cat\ndog\ncat\n", "line 3 repeats 'cat' from line 1"),
+        ("# c\n\ncat\n\ncat\n", "line 5 repeats 'cat' from line 3"),
+    ],
 )
 def test_bad_vocabulary(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

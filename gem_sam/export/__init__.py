@@ -6,6 +6,7 @@ source of truth.
 
 from .coco_polygons import export_coco_polygons
 from .fiftyone_dataset import fiftyone_samples, load_fiftyone_dataset
+from .layout import PlacedImage, plan_images, prepare_out_dir, start_export
 from .polygons import join_pieces, mask_to_polygons
 from .semantic import export_semantic, label_map
 from .source import RunOutput, read_run_output
@@ -14,6 +15,7 @@ from .yolo import export_yolo_seg
 
 __all__ = [
     "ExportStats",
+    "PlacedImage",
     "RunOutput",
     "export_coco_polygons",
     "export_semantic",
@@ -23,5 +25,8 @@ __all__ = [
     "label_map",
     "load_fiftyone_dataset",
     "mask_to_polygons",
+    "plan_images",
+    "prepare_out_dir",
     "read_run_output",
+    "start_export",
 ]

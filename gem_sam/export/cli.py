@@ -13,13 +13,16 @@ from .. import __version__
 from ..cli_args import USER_ERRORS, add_quality_arguments, quality_from_args
 from .coco_polygons import export_coco_polygons
 from .fiftyone_dataset import load_fiftyone_dataset
+from .layout import plan_images, prepare_out_dir, renames, start_export
+from .polygons import DEFAULT_MIN_POLYGON_AREA
 from .semantic import OVERLAP_RULES, export_semantic
 from .source import read_run_output
 from .stats import ExportStats
 from .yolo import export_yolo_seg
 
 FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic", "fiftyone")
-DEFAULT_MIN_POLYGON_AREA = 10.0
+FOLDER_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic")  # write --out with images
+SPLIT_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the folder that was labelled (default: the one recorded in the COCO file); yolo-seg and fiftyone",
     )
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out / replace the dataset")
-    parser.add_argument("--copy-images", action="store_true", help="yolo-seg: copy the images instead of linking them")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the contents of an earlier export in --out / replace the FiftyOne dataset",
+    )
+    parser.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="yolo-seg, coco-polygons, semantic: copy the images instead of linking them "
+        "(EXIF-rotated photos are always written as upright copies)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="yolo-seg, coco-polygons: put this fraction of the images (drawn with --seed) into a validation "
+        "split (default: no split; yolo-seg then trains and validates on all images)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the --val-fraction draw (default: 0); same seed, same split"
+    )
     parser.add_argument(
         "--min-polygon-area",
         type=float,
@@ -64,24 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_out_dir(path: str, *, overwrite: bool) -> Path:
-    """The output folder, created; a non-empty one is refused unless ``overwrite``."""
-    out_dir = Path(path)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {path!r} is a file; give a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {path!r} is not empty; choose an empty folder or pass --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.to != "fiftyone" and not args.out:
         parser.error(f"--to {args.to} needs --out DIR")
-    if args.copy_images and args.to != "yolo-seg":
-        parser.error("--copy-images applies to --to yolo-seg only")
+    if args.copy_images and args.to not in FOLDER_FORMATS:
+        parser.error(f"--copy-images applies to --to {', '.join(FOLDER_FORMATS)}")
+    if args.val_fraction is not None and args.to not in SPLIT_FORMATS:
+        parser.error(f"--val-fraction applies to --to {', '.join(SPLIT_FORMATS)}")
     try:
         if args.min_polygon_area < 0:
             raise ValueError(f"--min-polygon-area {args.min_polygon_area:g} must be 0 or more")
@@ -92,15 +106,19 @@ def main(argv: list[str] | None = None) -> int:
             _, stats = load_fiftyone_dataset(run, name=name, overwrite=args.overwrite)
             destination = f"FiftyOne dataset {name!r} (open it with: fiftyone app launch {name})"
         else:
+            # every check before the first write: a refused export leaves --out as it was
             out_dir = prepare_out_dir(args.out, overwrite=args.overwrite)
+            placed = plan_images(run.images, run.image_path, val_fraction=args.val_fraction, seed=args.seed)
+            start_export(out_dir, export_format=args.to)
+            options = {"copy_images": args.copy_images, "placed": placed}
             if args.to == "yolo-seg":
-                stats = export_yolo_seg(
-                    run, out_dir, copy_images=args.copy_images, min_polygon_area=args.min_polygon_area
-                )
+                stats = export_yolo_seg(run, out_dir, min_polygon_area=args.min_polygon_area, **options)
             elif args.to == "coco-polygons":
-                stats = export_coco_polygons(run, out_dir, min_polygon_area=args.min_polygon_area)
+                stats = export_coco_polygons(run, out_dir, min_polygon_area=args.min_polygon_area, **options)
             else:
-                stats = export_semantic(run, out_dir, overlap=args.overlap)
+                stats = export_semantic(run, out_dir, overlap=args.overlap, **options)
+            stats.renamed = renames(placed)
+            stats.upright_copies = sum(item.rotated for item in placed)
             destination = str(out_dir)
     except (*USER_ERRORS, FileExistsError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 UPSAMPLING = 2  # contour traced at twice the resolution: vertices a quarter pixel inside the edges
+DEFAULT_MIN_POLYGON_AREA = 10.0  # square pixels: smaller pieces are dropped by the polygon exports
 
 
 def polygon_area(polygon: np.ndarray) -> float:

@@ -1,7 +1,11 @@
 """One label map per image: pixel value = category id (1..C), 0 = unlabelled.
 
-    OUT/labels/<file_name stem>.png   8-bit palette PNG (16-bit greyscale with more than 255 classes)
+    OUT/images/<name>                 the images (links or copies; rotated photos as upright copies)
+    OUT/labels/<name stem>.png        8-bit palette PNG (16-bit greyscale with more than 255 classes)
     OUT/classes.txt                   "id name" per line, 0 unlabelled first
+
+Label maps are in the upright frame of the images beside them. Images whose names differ only in
+their extension are renamed so that each keeps its own label map (``layout.distinct_names``).
 
 Where masks overlap, one wins per pixel: ``score`` (default) gives the pixel to the mask with the
 highest score; ``smallest`` to the smallest mask (parts over wholes). Ties go to the mask that comes
@@ -18,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..mask_ops import decode_rle
+from .layout import PlacedImage, place_images, plan_images
 from .source import RunOutput
 from .stats import ExportStats
 
@@ -58,23 +63,42 @@ def label_map(annotations: Sequence[dict[str, Any]], size_hw: tuple[int, int], *
 
 
 def save_label_map(labels: np.ndarray, path: Path, *, n_classes: int) -> None:
+    """[H, W] category ids -> an 8-bit palette PNG, or a 16-bit greyscale PNG beyond 255 classes."""
+    if n_classes > 65535:
+        raise ValueError(f"a semantic label map holds at most 65535 classes; this run has {n_classes}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if n_classes <= 255:
-        image = Image.fromarray(labels.astype(np.uint8), mode="P")
-        image.putpalette(palette())
+        image = Image.fromarray(labels.astype(np.uint8))  # mode L
+        image.putpalette(palette())  # makes it a palette image
     else:
-        image = Image.fromarray(labels, mode="I;16")
+        image = Image.fromarray(labels.astype(np.uint16))  # mode I;16
     image.save(path)
 
 
-def export_semantic(run: RunOutput, out_dir: Path, *, overlap: str) -> ExportStats:
+def export_semantic(
+    run: RunOutput,
+    out_dir: Path,
+    *,
+    overlap: str = "score",
+    copy_images: bool = False,
+    placed: Sequence[PlacedImage] | None = None,
+) -> ExportStats:
+    """Write a label map per image of ``run``, and the images, into ``out_dir``.
+
+    ``placed``: where each image goes (``layout.plan_images``, e.g. with a validation split); by
+    default every image under its own name, checked before anything is written, without a split."""
+    if overlap not in OVERLAP_RULES:
+        raise ValueError(f"overlap rule {overlap!r} is not one of {', '.join(OVERLAP_RULES)}")
+    placed = list(placed) if placed is not None else plan_images(run.images, run.image_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = ExportStats(dropped_by_controls=run.dropped)
     n_classes = len(run.categories)
-    for image in run.images:
+    place_images(placed, out_dir / "images", copy=copy_images)
+    for item in placed:
+        image = item.image
         annotations = run.annotations.get(image["id"], [])
         labels = label_map(annotations, (image["height"], image["width"]), rule=overlap)
-        save_label_map(labels, (out_dir / "labels" / image["file_name"]).with_suffix(".png"), n_classes=n_classes)
+        save_label_map(labels, (out_dir / "labels" / item.relative).with_suffix(".png"), n_classes=n_classes)
         stats.images += 1
         stats.instances += len(annotations)
     lines = ["0 unlabelled", *(f"{category['id']} {category['name']}" for category in run.categories)]

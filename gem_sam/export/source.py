@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..quality import QualityControls, select_masks
+from .layout import check_file_names
 
 GEM_SAM_DESCRIPTION = "gem_sam"
 
@@ -71,6 +72,7 @@ def read_run_output(
             f"{str(path)!r} is a COCO file but not one written by gem_sam.label (its info.description is "
             f"{info.get('description')!r}, expected {GEM_SAM_DESCRIPTION!r}); export reads gem_sam's own output"
         )
+    check_file_names(data["images"], source=path)
     categories = data["categories"]
     if [category.get("id") for category in categories] != list(range(1, len(categories) + 1)):
         raise ValueError(f"{str(path)!r}: category ids must be 1..{len(categories)} in order, as gem_sam writes them")

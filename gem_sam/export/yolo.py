@@ -1,8 +1,16 @@
 """Ultralytics YOLO-seg dataset layout.
 
-    OUT/images/<file_name>           the labelled images (symbolic links, or copies)
-    OUT/labels/<file_name stem>.txt  one line per instance: class x1 y1 x2 y2 ... (normalised to [0, 1])
-    OUT/data.yaml                    path, train and val (both images/), names
+    OUT/images/<name>                 the labelled images (symbolic links, or copies; rotated photos as
+                                      upright copies)
+    OUT/labels/<name stem>.txt        one line per instance: class x1 y1 x2 y2 ... (normalised to [0, 1])
+    OUT/data.yaml                     path, train and val, names
+
+With ``--val-fraction`` the images and labels are split into ``train/`` and ``val/`` sub-folders
+(``images/train/...``, ``labels/val/...``) and ``data.yaml`` points at each. A label file lies where
+Ultralytics' own rule looks for it: the image's path with its last ``/images/`` replaced by ``/labels/``
+and the extension by ``.txt`` (so an image at ``images/data/images/x.jpg`` has its labels at
+``images/data/labels/x.txt``). Images whose names differ only in their extension are renamed
+(``layout.distinct_names``) so that each keeps its own label file.
 
 An instance is one polygon line. A mask in several pieces becomes one outline through all of them,
 joined by bridges walked there and back (``polygons.join_pieces``), as Ultralytics' own COCO converter
@@ -11,18 +19,19 @@ joins segments. Holes are filled. Images without masks get an empty label file (
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..mask_ops import decode_rle
-from .polygons import join_pieces, mask_to_polygons
+from .layout import PlacedImage, place_images, plan_images
+from .polygons import DEFAULT_MIN_POLYGON_AREA, join_pieces, mask_to_polygons
 from .source import RunOutput
 from .stats import ExportStats
+
+SPLITS: tuple[str, ...] = ("train", "val")
 
 
 def yolo_line(class_index: int, outline: np.ndarray, size_hw: tuple[int, int]) -> str:
@@ -39,32 +48,59 @@ def outline_pixels(outline: np.ndarray, size_hw: tuple[int, int]) -> int:
     return int(canvas.sum())
 
 
-def data_yaml(out_dir: Path, names: list[str]) -> str:
-    """The dataset file; strings are written JSON-quoted, which YAML reads as double-quoted scalars."""
-    lines = [f"path: {json.dumps(str(out_dir.resolve()))}", "train: images", "val: images", "names:"]
-    lines += [f"  {index}: {json.dumps(name)}" for index, name in enumerate(names)]
+def label_path(image_path: str) -> str:
+    """Ultralytics' label file of an image path relative to the dataset folder (``images/...``): the
+    last ``/images/`` becomes ``/labels/`` and the extension ``.txt``."""
+    head, tail = f"/{image_path}".rsplit("/images/", 1)
+    return f"{head}/labels/{tail}"[1:].rsplit(".", 1)[0] + ".txt"
+
+
+def yaml_quoted(text: str) -> str:
+    """``text`` as a YAML double-quoted scalar: printable characters are written as they are (UTF-8,
+    emoji included); the quote, the backslash, control characters, line separators and code points
+    YAML cannot carry are escaped."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif (
+            code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029, 0xFFFE, 0xFFFF) or 0xD800 <= code <= 0xDFFF
+        ):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def data_yaml(out_dir: Path, names: list[str], *, split: bool) -> str:
+    """The dataset file (UTF-8): ``path``, ``train`` and ``val`` (both ``images`` without a split) and
+    ``names``."""
+    train, val = ("images/train", "images/val") if split else ("images", "images")
+    lines = [f"path: {yaml_quoted(str(out_dir.resolve()))}", f"train: {train}", f"val: {val}", "names:"]
+    lines += [f"  {index}: {yaml_quoted(name)}" for index, name in enumerate(names)]
     return "\n".join(lines) + "\n"
 
 
-def place_image(source: Path, target: Path, *, copy: bool) -> None:
-    """Link (default) or copy an image into the dataset; a missing source is an error."""
-    if not source.is_file():
-        raise FileNotFoundError(f"image {str(source)!r} does not exist; pass the labelled folder with --images")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() or target.is_symlink():
-        target.unlink()
-    if copy:
-        shutil.copy2(source, target)
-    else:
-        os.symlink(source.resolve(), target)
+def export_yolo_seg(
+    run: RunOutput,
+    out_dir: Path,
+    *,
+    min_polygon_area: float = DEFAULT_MIN_POLYGON_AREA,
+    copy_images: bool = False,
+    placed: Sequence[PlacedImage] | None = None,
+) -> ExportStats:
+    """Write ``run`` into ``out_dir`` as an Ultralytics YOLO-seg dataset.
 
-
-def export_yolo_seg(run: RunOutput, out_dir: Path, *, copy_images: bool, min_polygon_area: float) -> ExportStats:
+    ``placed``: where each image goes (``layout.plan_images``, e.g. with a validation split); by
+    default every image under its own name, checked before anything is written, without a split."""
+    placed = list(placed) if placed is not None else plan_images(run.images, run.image_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = ExportStats(dropped_by_controls=run.dropped)
-    for image in run.images:
+    place_images(placed, out_dir / "images", copy=copy_images)
+    for item in placed:
+        image = item.image
         size_hw = (image["height"], image["width"])
-        place_image(run.image_path(image), out_dir / "images" / image["file_name"], copy=copy_images)
         lines = []
         for annotation in run.annotations.get(image["id"], []):
             mask = decode_rle(annotation["segmentation"])
@@ -75,10 +111,13 @@ def export_yolo_seg(run: RunOutput, out_dir: Path, *, copy_images: bool, min_pol
             outline = join_pieces(pieces)
             lines.append(yolo_line(annotation["category_id"] - 1, outline, size_hw))
             stats.record_area(polygon_pixels=outline_pixels(outline, size_hw), mask_pixels=int(mask.sum()))
-        label_path = (out_dir / "labels" / image["file_name"]).with_suffix(".txt")
-        label_path.parent.mkdir(parents=True, exist_ok=True)
-        label_path.write_text("".join(line + "\n" for line in lines))
+        labels = out_dir / label_path(f"images/{item.relative}")
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        labels.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         stats.images += 1
         stats.instances += len(lines)
-    (out_dir / "data.yaml").write_text(data_yaml(out_dir, run.names), encoding="utf-8")
+        if item.split:
+            stats.split_counts[item.split] = stats.split_counts.get(item.split, 0) + 1
+    split = any(item.split for item in placed)
+    (out_dir / "data.yaml").write_text(data_yaml(out_dir, run.names, split=split), encoding="utf-8")
     return stats
