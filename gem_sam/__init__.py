@@ -1,15 +1,36 @@
-"""gem_sam: open-vocabulary auto-labelling with GEM (Grounding Everything) and SAM grid masks."""
+"""gem_sam: open-vocabulary auto-labelling with GEM (Grounding Everything) and SAM grid masks.
+
+The parts (see "How the code is laid out" in the README): ``naming`` (GEM and the baselines, text
+embeddings, the vocabulary), ``sam`` (grid mask generation), ``labelling`` (runs that name masks and
+write COCO), ``evaluation`` (the paper's benchmarks), ``export`` (files for trainers and review tools)
+and ``cli`` (the ``gem-sam`` command).
+"""
 
 __version__ = "0.1.0"
 
-from .coco import LabelledImage, build_coco
-from .gem import DensePathConfig, DenseVisionEncoder, SelfSelfAttention
 from .images import ImageReadError, find_images, load_image
-from .labeller_spec import LabellerSpec
-from .labelling import LabelConfig, label_masks
+from .labelling import (
+    AutoLabeller,
+    LabelConfig,
+    LabelledImage,
+    LabellerSpec,
+    QualityControls,
+    RunSummary,
+    build_coco,
+    label_folder,
+    label_folder_ray,
+)
 from .mask_ops import pool_in_masks
-from .pipeline import AutoLabeller, RunSummary, label_folder
-from .ray_engine import label_folder_ray
+from .naming import (
+    DensePathConfig,
+    DenseVisionEncoder,
+    GemScorer,
+    ScorerConfig,
+    SelfSelfAttention,
+    build_gem_scorer,
+    label_masks,
+    read_vocabulary,
+)
 from .sam import (
     SAM2_VARIANTS,
     SAM_ARCHITECTURES,
@@ -23,8 +44,6 @@ from .sam import (
     register_sam_architecture,
     sam_model_names,
 )
-from .scorer import GemScorer, ScorerConfig, build_gem_scorer
-from .vocab import read_vocabulary
 
 __all__ = [
     "AutoLabeller",
@@ -37,6 +56,7 @@ __all__ = [
     "LabellerSpec",
     "LabelledImage",
     "MaskGeneratorConfig",
+    "QualityControls",
     "RunSummary",
     "SAM2_VARIANTS",
     "SAM_ARCHITECTURES",

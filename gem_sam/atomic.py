@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextmanager
@@ -25,3 +26,9 @@ def atomic_write(path: str | os.PathLike, *, binary: bool = False) -> Iterator[I
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
+    """Write JSON (UTF-8, non-ASCII kept) to ``path`` atomically (see ``atomic_write``)."""
+    with atomic_write(path) as out:
+        json.dump(data, out, ensure_ascii=False)

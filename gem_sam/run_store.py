@@ -1,4 +1,4 @@
-"""Per-image results of a labelling or evaluation run on disk, so that runs resume and lose nothing.
+"""Per-item results of a labelling or evaluation run on disk, so that runs resume and lose nothing.
 
 For an output file ``out.json`` the results live in ``out.json.records/``: ``run.json`` holds the
 run's settings (and, for a labelling run, the folder it labels), and each finished item has one JSON
@@ -6,7 +6,7 @@ record named after a hash of its key, written to a temporary file and renamed in
 interrupted write leaves no record). The COCO file is assembled from the records, so an interrupted
 run and an uninterrupted one give the same file.
 
-A labelling record's key is the image's relative path *and* its fingerprint (size and modification
+A labelling record's key (``image_key``) is the image's relative path *and* its fingerprint (size and modification
 time, ``file_fingerprint``): a record is only ever reused for the same file, unchanged, of the same
 folder.
 """
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .coco import LabelledImage, write_json_atomic
+from .atomic import write_json_atomic
 
 MANIFEST_FORMAT = 2  # run.json layout: {"format", "settings", "images_dir"}
 
@@ -120,17 +120,6 @@ class RunStore:
 
     def has(self, key: str) -> bool:
         return self._record_path(key).exists()
-
-    def save(self, labelled: LabelledImage) -> str:
-        """Save an image's result under its key (path and fingerprint); returns the key."""
-        if labelled.fingerprint is None:
-            raise ValueError(f"{labelled.file_name!r}: a stored result needs the fingerprint of its file")
-        key = image_key(labelled.file_name, labelled.fingerprint)
-        self.save_record(key, labelled.to_json())
-        return key
-
-    def load(self, key: str) -> LabelledImage:
-        return LabelledImage.from_json(self.load_record(key))
 
     def save_record(self, key: str, record: dict[str, Any]) -> None:
         """Save any JSON record under ``key`` (an image's key or an item id), atomically."""

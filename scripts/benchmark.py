@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     side_args = {key: getattr(args, key) for key in ("images", "sam_model", "sam_checkpoint", "clip_model", "device")}
     side_args["clip_checkpoint"] = args.clip_checkpoint
 
-    from gem_sam.parity import compare_mask_records
+    from gem_sam.sam.parity import compare_mask_records
 
     results = {}
     scenarios = list(SCENARIOS) if "all" in args.scenario else args.scenario

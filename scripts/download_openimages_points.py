@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gem_sam.openimages import list_image_ids, select_image_ids  # noqa: E402
+from gem_sam.evaluation.openimages import list_image_ids, select_image_ids  # noqa: E402
 
 BASE = "https://storage.googleapis.com/openimages/v7"
 FILES = {

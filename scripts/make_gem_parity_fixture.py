@@ -5,7 +5,7 @@ Runs in its own environment with the official package and the open_clip it was w
 
     python -m venv /tmp/gem-oracle
     /tmp/gem-oracle/bin/pip install torch torchvision "open_clip_torch==2.23.0" "gem_torch==1.0.1"
-    /tmp/gem-oracle/bin/python scripts/make_gem_parity_fixture.py --out tests/fixtures/gem_parity_small.pt
+    /tmp/gem-oracle/bin/python scripts/make_gem_parity_fixture.py --out tests/naming/fixtures/gem_parity_small.pt
 
 It builds a randomly initialised open_clip model (the small test ViT by default, or any open_clip
 name such as ViT-B-16), rounds every weight to a float16-representable value so that the fixture can
@@ -13,7 +13,7 @@ store them in half precision without changing them, and records for each paper d
 iteration count K in {1, 2} and input (square at the native grid, square resized, non-square):
 the official GEM's patch-level cosine similarities [1, C, h, w], the text embeddings, and for
 d = 4, K = 1 its bilinearly upsampled similarities [1, C, H, W] (``normalize=False``). The official ``gem_depth``
-is the paper's d + 1. ``tests/test_gem_parity.py`` compares gem_sam against the file; point it at a
+is the paper's d + 1. ``tests/naming/test_gem_parity.py`` compares gem_sam against the file; point it at a
 larger fixture with ``GEM_PARITY_FIXTURE=PATH``.
 """
 

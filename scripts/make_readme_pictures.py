@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gem_sam import AutoLabeller, GemScorer, label_folder  # noqa: E402
-from gem_sam.export.cli import main as export  # noqa: E402
+from gem_sam.cli.export import main as export  # noqa: E402
 from gem_sam.export.semantic import palette  # noqa: E402
-from gem_sam.scorer import ScorerConfig  # noqa: E402
+from gem_sam.naming.scorer import ScorerConfig  # noqa: E402
 from tests.conftest import SKIMAGE_DATA  # noqa: E402
 from tests.region_masks import RegionMaskGenerator  # noqa: E402
 

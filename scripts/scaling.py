@@ -65,8 +65,8 @@ def prepare(folder: Path, count: int) -> dict:
 
 def child(config: dict, out: Path, engine: str, workers: int) -> None:
     """One measured run (in its own process): label the folder, print peak RSS and time as JSON."""
-    from gem_sam.labeller_spec import LabellerSpec
-    from gem_sam.pipeline import label_folder
+    from gem_sam.labelling.pipeline import label_folder
+    from gem_sam.labelling.spec import LabellerSpec
     from gem_sam.sam import MaskGeneratorConfig
     from gem_sam.sam.sam1_model import SamArchitecture
 
@@ -84,7 +84,7 @@ def child(config: dict, out: Path, engine: str, workers: int) -> None:
     )
     start = time.perf_counter()
     if engine == "ray":
-        from gem_sam.ray_engine import label_folder_ray
+        from gem_sam.labelling.ray_engine import label_folder_ray
 
         summary = label_folder_ray(spec, images_dir=config["images"], out_path=out, workers=workers, progress=False)
     else:

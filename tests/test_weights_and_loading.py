@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gem_sam.naming.scorer import build_gem_scorer
 from gem_sam.sam import SAM2_VARIANTS
 from gem_sam.sam.sam1_model import SAM_ARCHITECTURES, load_sam
-from gem_sam.scorer import build_gem_scorer
 from gem_sam.weights import SAM_CHECKPOINTS, CheckpointFile, download_checkpoint, load_state_dict
 
 from .conftest import TINY_CLIP_NAME, TINY_SAM_NAME

@@ -1,5 +1,7 @@
+"""``python -m gem_sam.export``, the same as ``gem-sam export`` (see ``gem_sam.cli.export``)."""
+
 import sys
 
-from .cli import main
+from ..cli.export import main
 
 sys.exit(main())

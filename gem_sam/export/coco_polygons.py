@@ -22,7 +22,7 @@ from typing import Any
 from pycocotools import mask as mask_utils
 
 from ..mask_ops import decode_rle
-from .layout import PlacedImage, place_images, plan_images
+from .layout import PlacedImage, write_images
 from .polygons import DEFAULT_MIN_POLYGON_AREA, mask_to_polygons, rasterize_coco_polygons
 from .source import RunOutput
 from .stats import ExportStats
@@ -69,14 +69,10 @@ def export_coco_polygons(
     copy_images: bool = False,
     placed: Sequence[PlacedImage] | None = None,
 ) -> ExportStats:
-    """Write the polygon file(s) of ``run`` and its images into ``out_dir``.
-
-    ``placed``: where each image goes (``layout.plan_images``, e.g. with a validation split); by
-    default every image under its own name, checked before anything is written, without a split."""
-    placed = list(placed) if placed is not None else plan_images(run.images, run.image_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the polygon file(s) of ``run`` and its images into ``out_dir``: one file, or one per split
+    of ``placed`` (see ``export_yolo_seg`` for ``placed``)."""
+    placed = write_images(run.images, run.image_path, out_dir, placed=placed, copy=copy_images)
     stats = ExportStats(dropped_by_controls=run.dropped)
-    place_images(placed, out_dir / "images", copy=copy_images)
     for split in sorted({item.split for item in placed}, key=lambda name: name or ""):
         images, annotations = [], []
         for item in (item for item in placed if item.split == split):

@@ -184,6 +184,23 @@ def place_images(placed: Sequence[PlacedImage], images_dir: Path, *, copy: bool)
             os.symlink(item.source.resolve(), target)
 
 
+def write_images(
+    images: Sequence[dict[str, Any]],
+    image_path: Any,
+    out_dir: Path,
+    *,
+    placed: Sequence[PlacedImage] | None,
+    copy: bool,
+) -> list[PlacedImage]:
+    """Write every image under ``out_dir / "images"`` as ``placed`` says; without ``placed``, each image
+    under its own name, without a split (planned and checked here by ``plan_images``). Returns the
+    placement."""
+    placed = list(placed) if placed is not None else plan_images(images, image_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    place_images(placed, out_dir / "images", copy=copy)
+    return placed
+
+
 def clear_export(out_dir: Path) -> None:
     """Remove the contents of an earlier export (links are removed, never followed)."""
     for entry in out_dir.iterdir():

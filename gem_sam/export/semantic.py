@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..mask_ops import decode_rle
-from .layout import PlacedImage, place_images, plan_images
+from .layout import PlacedImage, write_images
 from .source import RunOutput
 from .stats import ExportStats
 
@@ -85,15 +85,13 @@ def export_semantic(
 ) -> ExportStats:
     """Write a label map per image of ``run``, and the images, into ``out_dir``.
 
-    ``placed``: where each image goes (``layout.plan_images``, e.g. with a validation split); by
-    default every image under its own name, checked before anything is written, without a split."""
+    ``placed``: where each image goes (``layout.plan_images``); by default every image under its own
+    name, checked before anything is written."""
     if overlap not in OVERLAP_RULES:
         raise ValueError(f"overlap rule {overlap!r} is not one of {', '.join(OVERLAP_RULES)}")
-    placed = list(placed) if placed is not None else plan_images(run.images, run.image_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    placed = write_images(run.images, run.image_path, out_dir, placed=placed, copy=copy_images)
     stats = ExportStats(dropped_by_controls=run.dropped)
     n_classes = len(run.categories)
-    place_images(placed, out_dir / "images", copy=copy_images)
     for item in placed:
         image = item.image
         annotations = run.annotations.get(image["id"], [])

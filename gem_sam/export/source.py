@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..quality import QualityControls, select_masks
+from ..labelling.quality import QualityControls, select_masks
 from .layout import check_file_names
 
 GEM_SAM_DESCRIPTION = "gem_sam"

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ..mask_ops import decode_rle
-from .layout import PlacedImage, place_images, plan_images
+from .layout import PlacedImage, write_images
 from .polygons import DEFAULT_MIN_POLYGON_AREA, join_pieces, mask_to_polygons
 from .source import RunOutput
 from .stats import ExportStats
@@ -94,10 +94,8 @@ def export_yolo_seg(
 
     ``placed``: where each image goes (``layout.plan_images``, e.g. with a validation split); by
     default every image under its own name, checked before anything is written, without a split."""
-    placed = list(placed) if placed is not None else plan_images(run.images, run.image_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    placed = write_images(run.images, run.image_path, out_dir, placed=placed, copy=copy_images)
     stats = ExportStats(dropped_by_controls=run.dropped)
-    place_images(placed, out_dir / "images", copy=copy_images)
     for item in placed:
         image = item.image
         size_hw = (image["height"], image["width"])

@@ -57,11 +57,11 @@ from torchvision.ops.boxes import batched_nms, box_area
 
 from ..devices import autocast
 from ..mask_ops import masks_per_chunk
-from ..stage_times import StageTimes
 from .adapters import ImageFeatures, Sam1Adapter, Sam2Adapter, output_candidates
 from .config import MaskGeneratorConfig, Sam2GeneratorConfig, generator_config, is_sam2_model
 from .sam1_model import load_sam
 from .sam2_model import load_sam2
+from .stage_times import StageTimes
 
 UPSCALE_CHUNK = 16  # prompts whose low-resolution mask logits are formed at a time
 

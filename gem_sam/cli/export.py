@@ -1,0 +1,130 @@
+"""Command line: export a finished run's COCO file for trainers and review tools.
+
+python -m gem_sam.export annotations.json --to yolo-seg --out dataset/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..export.coco_polygons import export_coco_polygons
+from ..export.fiftyone_dataset import load_fiftyone_dataset
+from ..export.layout import plan_images, prepare_out_dir, renames, start_export
+from ..export.polygons import DEFAULT_MIN_POLYGON_AREA
+from ..export.semantic import OVERLAP_RULES, export_semantic
+from ..export.source import read_run_output
+from ..export.stats import ExportStats
+from ..export.yolo import export_yolo_seg
+from .args import USER_ERRORS, add_quality_arguments, quality_from_args
+
+FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic", "fiftyone")
+FOLDER_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic")  # write --out with images
+SPLIT_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons")
+
+
+def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.ArgumentParser:
+    """The options; ``prog`` names the command in the help (``gem-sam export`` or the module)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Export the COCO file of a gem_sam.label run: yolo-seg (Ultralytics dataset layout), coco-polygons "
+            "(polygon segmentations), semantic (one PNG label map per image) or fiftyone (a FiftyOne dataset to "
+            "browse). The dataset quality controls can be applied on the way."
+        ),
+    )
+    parser.add_argument("annotations", metavar="ANNOTATIONS_JSON", help="the COCO file that gem_sam.label wrote")
+    parser.add_argument("--to", required=True, choices=FORMATS, help="export format")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (must be empty unless --overwrite); not for fiftyone"
+    )
+    parser.add_argument(
+        "--images",
+        metavar="DIR",
+        help="the folder that was labelled (default: the one recorded in the COCO file); yolo-seg and fiftyone",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the contents of an earlier export in --out / replace the FiftyOne dataset",
+    )
+    parser.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="yolo-seg, coco-polygons, semantic: copy the images instead of linking them "
+        "(EXIF-rotated photos are always written as upright copies)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="yolo-seg, coco-polygons: put this fraction of the images (drawn with --seed) into a validation "
+        "split (default: no split; yolo-seg then trains and validates on all images)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the --val-fraction draw (default: 0); same seed, same split"
+    )
+    parser.add_argument(
+        "--min-polygon-area",
+        type=float,
+        default=DEFAULT_MIN_POLYGON_AREA,
+        metavar="PX",
+        help="yolo-seg, coco-polygons: drop mask pieces whose polygon area is below PX square pixels "
+        f"(default: {DEFAULT_MIN_POLYGON_AREA:g})",
+    )
+    parser.add_argument(
+        "--overlap",
+        default="score",
+        choices=OVERLAP_RULES,
+        help="semantic: where masks overlap, the pixel goes to the highest score or to the smallest mask "
+        "(default: score)",
+    )
+    parser.add_argument("--dataset-name", metavar="NAME", help="fiftyone: dataset name (default: the file's stem)")
+    add_quality_arguments(parser)
+    parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export") -> int:
+    parser = build_parser(prog=prog)
+    args = parser.parse_args(argv)
+    if args.to != "fiftyone" and not args.out:
+        parser.error(f"--to {args.to} needs --out DIR")
+    if args.copy_images and args.to not in FOLDER_FORMATS:
+        parser.error(f"--copy-images applies to --to {', '.join(FOLDER_FORMATS)}")
+    if args.val_fraction is not None and args.to not in SPLIT_FORMATS:
+        parser.error(f"--val-fraction applies to --to {', '.join(SPLIT_FORMATS)}")
+    try:
+        if args.min_polygon_area < 0:
+            raise ValueError(f"--min-polygon-area {args.min_polygon_area:g} must be 0 or more")
+        run = read_run_output(args.annotations, images_dir=args.images, controls=quality_from_args(args))
+        stats: ExportStats
+        if args.to == "fiftyone":
+            name = args.dataset_name or Path(args.annotations).stem
+            _, stats = load_fiftyone_dataset(run, name=name, overwrite=args.overwrite)
+            destination = f"FiftyOne dataset {name!r} (open it with: fiftyone app launch {name})"
+        else:
+            # every check before the first write: a refused export leaves --out as it was
+            out_dir = prepare_out_dir(args.out, overwrite=args.overwrite)
+            placed = plan_images(run.images, run.image_path, val_fraction=args.val_fraction, seed=args.seed)
+            start_export(out_dir, export_format=args.to)
+            options = {"copy_images": args.copy_images, "placed": placed}
+            if args.to == "yolo-seg":
+                stats = export_yolo_seg(run, out_dir, min_polygon_area=args.min_polygon_area, **options)
+            elif args.to == "coco-polygons":
+                stats = export_coco_polygons(run, out_dir, min_polygon_area=args.min_polygon_area, **options)
+            else:
+                stats = export_semantic(run, out_dir, overlap=args.overlap, **options)
+            stats.renamed = renames(placed)
+            stats.upright_copies = sum(item.rotated for item in placed)
+            destination = str(out_dir)
+    except (*USER_ERRORS, FileExistsError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in stats.lines():
+        print(line)
+    print(f"wrote {destination}")
+    return 0

@@ -1,0 +1,120 @@
+"""Command line: label a folder of images with open-vocabulary masks, written as COCO JSON.
+
+python -m gem_sam.label --images DIR --vocab vocab.txt --out annotations.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..labelling.config import LabelConfig
+from ..labelling.pipeline import label_folder
+from ..labelling.spec import LabellerSpec
+from ..naming.vocabulary import read_vocabulary
+from ..run_store import RunMismatchError
+from ..sam import generator_config
+from .args import (
+    USER_ERRORS,
+    add_device_argument,
+    add_generator_arguments,
+    add_quality_arguments,
+    add_ray_arguments,
+    add_scorer_arguments,
+    check_path_options,
+    generator_settings,
+    given,
+    quality_from_args,
+    ray_address,
+    require_folder,
+    require_writable_file,
+    scorer_options,
+)
+
+
+def build_parser(*, prog: str = "python -m gem_sam.label") -> argparse.ArgumentParser:
+    """The options; ``prog`` names the command in the help (``gem-sam label`` or the module)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Auto-label images with open-vocabulary masks: SAM proposes class-agnostic masks from a grid "
+            "of points, GEM (a training-free dense CLIP) names each mask with the vocabulary entry whose "
+            "similarity is highest inside it. Writes COCO instance annotations (RLE masks, scores). "
+            "Runs resume: results are kept per image next to --out, and a second run labels only what "
+            "is missing."
+        ),
+    )
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--images", required=True, metavar="DIR", help="folder of images, searched recursively")
+    io.add_argument(
+        "--vocab", required=True, metavar="FILE", help="text file, one class name per line ('#' lines ignored)"
+    )
+    io.add_argument(
+        "--out", default="annotations.json", metavar="FILE", help="COCO JSON file to write (default: annotations.json)"
+    )
+    io.add_argument("--restart", action="store_true", help="discard results of an earlier run into --out")
+    io.add_argument(
+        "--save-overlays",
+        default=None,
+        metavar="DIR",
+        help="also write each image with its masks coloured by class and named, as JPEG, into DIR",
+    )
+    io.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    add_scorer_arguments(parser)
+    add_generator_arguments(parser)
+    add_quality_arguments(parser)
+
+    run = parser.add_argument_group("labelling and device")
+    run.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="drop masks whose class probability (softmax over the vocabulary) is below this (default: 0, keep all)",
+    )
+    add_device_argument(run)
+    add_ray_arguments(run, what="label")
+    parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.label") -> int:
+    parser = build_parser(prog=prog)
+    args = parser.parse_args(argv)
+    try:
+        require_folder(args.images, option="--images")
+        require_writable_file(args.out, option="--out")
+        check_path_options(args, method=args.method)
+        spec = LabellerSpec(
+            vocabulary=tuple(read_vocabulary(args.vocab)),
+            clip_model=args.clip_model,
+            pretrained=args.pretrained,
+            method=args.method,
+            scorer_options=scorer_options(args),
+            sam_model=args.sam_model,
+            sam_checkpoint=args.sam_checkpoint,
+            generator=generator_config(args.sam_model, **generator_settings(args)),
+            labelling=LabelConfig(**given(args, ["min_score"]), quality=quality_from_args(args)),
+            device=args.device,
+        )
+        run_options = {
+            "images_dir": args.images,
+            "out_path": args.out,
+            "restart": args.restart,
+            "progress": not args.quiet,
+            "overlay_dir": args.save_overlays,
+        }
+        if args.ray is not None:
+            from ..labelling.ray_engine import label_folder_ray
+
+            summary = label_folder_ray(spec, address=ray_address(args), workers=args.ray_workers, **run_options)
+        else:
+            summary = label_folder(spec.build(), settings=spec.settings(), **run_options)
+    except (*USER_ERRORS, RunMismatchError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in summary.lines():
+        print(line)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,276 @@
+"""The auto-labelling pipeline: SAM grid masks named by GEM, one image or a whole folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..atomic import write_json_atomic
+from ..images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
+from ..mask_ops import decoded_mask_chunks, pool_in_masks, rle_bbox_xywh
+from ..naming.mask_labels import label_masks
+from ..naming.scorer import GemScorer
+from ..naming.text import validate_vocabulary
+from ..run_store import RunStore, file_fingerprint, image_key
+from ..sam import GridMaskGenerator
+from .coco import LabelledImage, write_coco_streaming
+from .config import LabelConfig
+from .overlay import save_overlay
+from .quality import select_masks
+from .report import RunReport, picture_note, save_report_png
+
+
+class AutoLabeller:
+    """Labels an image: class-agnostic SAM masks, each named with the GEM similarity inside it.
+
+    The vocabulary's text embeddings are computed once, here.
+    """
+
+    def __init__(
+        self,
+        *,
+        scorer: GemScorer,
+        mask_generator: GridMaskGenerator,
+        vocabulary: Sequence[str],
+        config: LabelConfig = LabelConfig(),
+    ) -> None:
+        self.scorer = scorer
+        self.mask_generator = mask_generator
+        self.vocabulary = validate_vocabulary(vocabulary)
+        self.config = config
+        self.text = scorer.encode_text(self.vocabulary)  # [C, E]
+
+    def similarity(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """[C, h, w] patch-level cosine similarity of the image with every vocabulary entry."""
+        return self.scorer.patch_similarity(self.scorer.preprocess(image_rgb), self.text)[0]
+
+    def label(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
+        """HxWx3 uint8 RGB -> annotations (``class_index``, COCO RLE ``segmentation``, ``area``,
+        ``bbox`` XYWH, ``score``, ``similarity``, ``predicted_iou``, ``stability_score``), in SAM's
+        mask order, after the label config's filters."""
+        return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb))
+
+    def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Name the mask records of ``image_rgb`` (from the mask generator); see ``label``.
+
+        Empty masks (which SAM's filters let through at ``stability_score_thresh`` 0) are dropped:
+        they have no pixels to name, and COCO has no use for an instance of area 0.
+        """
+        records = [record for record in records if record["area"] > 0]
+        if not records:
+            return []
+        similarity = self.similarity(image_rgb)  # [C, h, w]
+        pooled = torch.cat(
+            [pool_in_masks(similarity, masks) for _, masks in decoded_mask_chunks(records, size_hw=image_rgb.shape[:2])]
+        )  # [M, C]
+        labels = label_masks(pooled, logit_scale=self.scorer.logit_scale, min_score=self.config.min_score)
+        annotations = [
+            {
+                "class_index": int(labels.class_index[i]),
+                "segmentation": record["segmentation"],
+                "area": int(record["area"]),
+                "bbox": rle_bbox_xywh(record["segmentation"]),  # COCO's extent, not SAM's inclusive box
+                "score": float(labels.score[i]),
+                "similarity": float(labels.similarity[i]),
+                "predicted_iou": float(record["predicted_iou"]),
+                "stability_score": float(record["stability_score"]),
+            }
+            for i, record in enumerate(records)
+            if bool(labels.keep[i])
+        ]
+        if not self.config.quality.active:
+            return annotations
+        kept = select_masks(
+            classes=[annotation["class_index"] for annotation in annotations],
+            scores=[annotation["score"] for annotation in annotations],
+            segmentations=[annotation["segmentation"] for annotation in annotations],
+            similarities=[annotation["similarity"] for annotation in annotations],
+            controls=self.config.quality,
+        )
+        return [annotations[i] for i in kept]
+
+    def label_file(self, images_dir: Path, file_name: Path, *, overlay_dir: Path | None = None) -> LabelledImage:
+        """Label ``images_dir / file_name``; with ``overlay_dir``, also write its overlay there.
+
+        Raises ``ImageReadError`` when the file is not a readable image.
+        """
+        path = images_dir / file_name
+        try:
+            fingerprint = file_fingerprint(path)  # before reading: an edit during the run changes it
+        except OSError as error:
+            raise ImageReadError(f"cannot read the file ({error})") from error
+        image = load_image(path)
+        labelled = LabelledImage(
+            file_name=file_name.as_posix(),
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            annotations=self.label(image),
+            fingerprint=fingerprint,
+        )
+        if overlay_dir is not None:
+            save_overlay(image, labelled.annotations, self.vocabulary, folder=overlay_dir, file_name=labelled.file_name)
+        return labelled
+
+
+def save_labelled(store: RunStore, labelled: LabelledImage) -> str:
+    """Save an image's result under its key (path and fingerprint); returns the key."""
+    if labelled.fingerprint is None:
+        raise ValueError(f"{labelled.file_name!r}: a stored result needs the fingerprint of its file")
+    key = image_key(labelled.file_name, labelled.fingerprint)
+    store.save_record(key, labelled.to_json())
+    return key
+
+
+def label_and_store(
+    labeller: AutoLabeller, store: RunStore, images_dir: Path, file_name: Path, *, overlay_dir: Path | None
+) -> tuple[str | None, str | None]:
+    """Label one file and save its record (the overlay first, so a saved record means done).
+
+    Returns ``(record key, None)`` on success, or ``(None, why the file was skipped)``.
+    """
+    try:
+        return save_labelled(store, labeller.label_file(images_dir, file_name, overlay_dir=overlay_dir)), None
+    except ImageReadError as error:
+        return None, str(error)
+
+
+def stored_key(store: RunStore, images_dir: Path, file_name: Path) -> tuple[str | None, str | None]:
+    """``(key, None)`` when ``store`` holds a result of this very file (same path, size and
+    modification time), ``(None, None)`` when it must be labelled, ``(None, why)`` when it cannot be
+    read at all."""
+    try:
+        key = image_key(file_name.as_posix(), file_fingerprint(images_dir / file_name))
+    except OSError as error:
+        return None, f"cannot read the file ({error})"
+    return (key, None) if store.has(key) else (None, None)
+
+
+@dataclass
+class RunSummary:
+    """What a folder run did."""
+
+    labelled: int = 0  # images labelled in this run
+    resumed: int = 0  # images whose results an earlier run had already written
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    masks: int = 0  # annotations in the output file
+    seconds: float = 0.0  # wall time of the labelling in this run
+    report_png: bool = False  # whether the report picture was drawn (needs matplotlib)
+    report_notes: list[str] = field(default_factory=list)  # what the picture leaves out, or why it failed
+
+    @property
+    def seconds_per_image(self) -> float | None:
+        return self.seconds / self.labelled if self.labelled else None
+
+    def lines(self) -> list[str]:
+        per_image = f"{self.seconds_per_image:.2f} s per image" if self.labelled else "no image labelled in this run"
+        out = [
+            f"images labelled: {self.labelled} (plus {self.resumed} from an earlier run)",
+            f"images skipped: {len(self.skipped)}",
+            f"masks written: {self.masks}",
+            f"time: {self.seconds:.1f} s, {per_image}",
+        ]
+        out += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        if not self.report_png and not self.report_notes:
+            out.append("report picture not drawn: install matplotlib (pip install 'gem_sam[report]')")
+        out += [f"warning: {note}" for note in self.report_notes]
+        return out
+
+
+def prepare_run(
+    *, images_dir: str | os.PathLike, out_path: str | os.PathLike, settings: dict[str, Any], restart: bool
+) -> tuple[list[Path], RunStore]:
+    """The images of a folder run (relative paths, sorted) and its checked records folder."""
+    files = find_images(images_dir)
+    if not files:
+        raise FileNotFoundError(f"no images found in {str(images_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files, RunStore(out_path, settings=settings, restart=restart, images_dir=images_dir)
+
+
+def finish_run(
+    store: RunStore,
+    *,
+    done: list[str],
+    vocabulary: Sequence[str],
+    summary: RunSummary,
+    settings: dict[str, Any],
+    images_dir: str | os.PathLike,
+) -> RunSummary:
+    """Assemble the COCO file from the records under the keys ``done``; delete the records of files
+    that changed or left the folder; write the list of skipped files and the run report
+    (``<out>.report.json``, and ``<out>.report.png`` when matplotlib is installed)."""
+    report = RunReport(vocabulary=vocabulary, skipped=list(summary.skipped))
+    in_file_order = sorted(done, key=lambda key: key.split("\0")[0])
+    summary.masks = write_coco_streaming(
+        report.passing(LabelledImage.from_json(store.load_record(key)) for key in in_file_order),
+        vocabulary,
+        store.out_path,
+        info={"description": "gem_sam", "images_dir": str(Path(images_dir).resolve()), "settings": settings},
+    )
+    write_json_atomic(
+        [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
+        Path(f"{store.out_path}.skipped.json"),
+    )
+    store.prune(keep=done)
+    report_json = report.to_json()
+    write_json_atomic(report_json, Path(f"{store.out_path}.report.json"))
+    try:
+        summary.report_png = save_report_png(report_json, Path(f"{store.out_path}.report.png"))
+    except Exception as error:  # noqa: BLE001 - a picture must never fail a finished run
+        summary.report_notes.append(f"report picture not drawn ({type(error).__name__}: {error}); the rest is written")
+    else:
+        note = picture_note(report_json)
+        if note and summary.report_png:
+            summary.report_notes.append(note)
+    return summary
+
+
+def label_folder(
+    labeller: AutoLabeller,
+    *,
+    images_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    settings: dict[str, Any],
+    restart: bool = False,
+    progress: bool = True,
+    overlay_dir: str | os.PathLike | None = None,
+) -> RunSummary:
+    """Label every image under ``images_dir`` and write COCO annotations to ``out_path``.
+
+    Results are kept per image next to the output (see ``RunStore``), so a second call with the
+    same settings and folder labels only what is missing or changed. Unreadable images are skipped and reported; the
+    list of skipped files is also written to ``<out>.skipped.json``. With ``overlay_dir``, an overlay
+    of each labelled image is written there (same relative path, ``.jpg``).
+    """
+    images_dir = Path(images_dir)
+    files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
+    summary = RunSummary()
+    done: list[str] = []
+    start = time.perf_counter()
+    with tqdm(files, desc="labelling", unit="img", disable=not progress) as bar:
+        for file_name in bar:
+            key, reason = stored_key(store, images_dir, file_name)
+            if key is not None:
+                summary.resumed += 1
+                done.append(key)
+                continue
+            if reason is None:
+                key, reason = label_and_store(
+                    labeller, store, images_dir, file_name, overlay_dir=Path(overlay_dir) if overlay_dir else None
+                )
+            if key is None:
+                summary.skipped.append((file_name.as_posix(), reason))
+                continue
+            summary.labelled += 1
+            done.append(key)
+    summary.seconds = time.perf_counter() - start
+    return finish_run(
+        store, done=done, vocabulary=labeller.vocabulary, summary=summary, settings=settings, images_dir=images_dir
+    )

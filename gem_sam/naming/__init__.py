@@ -1,0 +1,25 @@
+"""Naming: dense CLIP features (GEM and the training-free baselines), text embeddings of a vocabulary,
+and the rule that names a mask from the similarities inside it."""
+
+from .gem import DensePathConfig, DenseVisionEncoder, SelfSelfAttention
+from .mask_labels import MaskLabels, label_masks
+from .scorer import GemScorer, ScorerConfig, build_gem_scorer, scorer_config
+from .text import DEFAULT_TEMPLATES, encode_vocabulary, validate_vocabulary
+from .vocabulary import parse_vocabulary, read_vocabulary
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "DensePathConfig",
+    "DenseVisionEncoder",
+    "GemScorer",
+    "MaskLabels",
+    "ScorerConfig",
+    "SelfSelfAttention",
+    "build_gem_scorer",
+    "encode_vocabulary",
+    "label_masks",
+    "parse_vocabulary",
+    "read_vocabulary",
+    "scorer_config",
+    "validate_vocabulary",
+]

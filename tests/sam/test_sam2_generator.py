@@ -1,0 +1,300 @@
+"""SAM 2 / 2.1 masks: the same as sam2's own SAM2AutomaticMaskGenerator, with random-init models of the
+real Hiera-T and Hiera-S configs, on real photos; loading, settings and errors."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+from gem_sam.sam import (
+    GridMaskGenerator,
+    MaskGeneratorConfig,
+    Sam2GeneratorConfig,
+    build_mask_generator,
+    build_sam2_model,
+    generator_config,
+    load_sam,
+    load_sam2,
+)
+from gem_sam.sam.parity import compare_mask_records
+from gem_sam.sam.point_decoder import PointPromptDecoder
+
+from ..cli.test_label import run as run_label
+from ..conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, rgb_photo, scaled_sam2, self_evaluation, tiny_sam
+
+# Loose enough that random-init masks survive (their predicted IoUs are near 0.5); crop NMS off so
+# that the full-image layer's masks survive next to the crops'.
+SAM2_LOOSE = {**LOOSE_SETTINGS, "points_per_side": 6, "crop_nms_thresh": 1.0}
+
+
+@pytest.fixture(scope="module")
+def hiera_t():
+    return scaled_sam2("sam2.1_hiera_t")
+
+
+def same_masks(model, image: np.ndarray, **settings) -> list[dict]:
+    """Our records, after checking them against the reference's: same count, IoU >= 0.99, scores
+    within 1e-4, same boxes and the same prompt points."""
+    config = Sam2GeneratorConfig(**settings)
+    ours = GridMaskGenerator(model, config=config).generate(image)
+    reference = SAM2AutomaticMaskGenerator(model, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
+    parity = compare_mask_records(ours, reference)
+    assert parity.holds(min_iou=0.99, score_tolerance=1e-4), parity
+    assert sorted(r["point_coords"][0] for r in ours) == sorted(r["point_coords"][0] for r in reference)
+    return ours
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"multimask_output": False},
+        {"use_m2m": True, "points_per_side": 4},
+        {"crop_n_layers": 1, "points_per_side": 4},
+        {"pred_iou_thresh": 0.5},  # the IoU filter before any mask is formed
+    ],
+    ids=["defaults-loosened", "single-mask", "m2m", "crops", "iou-filter"],
+)
+def test_same_masks_as_sam2_hiera_t(hiera_t, settings: dict) -> None:
+    ours = same_masks(hiera_t, rgb_photo("chelsea.png", long_side=160), **{**SAM2_LOOSE, **settings})
+    assert len(ours) >= 10
+
+
+def test_same_masks_as_sam2_hiera_s() -> None:
+    ours = same_masks(scaled_sam2("sam2.1_hiera_s"), rgb_photo("coffee.png", long_side=160), **SAM2_LOOSE)
+    assert len(ours) >= 10
+
+
+def test_single_mask_output_falls_back_where_unstable(hiera_t) -> None:
+    """With multimask_output=False some points give their single-mask output and some the best multimask
+    output (the decoder's stability rule), so the parity above covers both branches."""
+    image = rgb_photo("chelsea.png", long_side=160)
+    config = Sam2GeneratorConfig(**{**SAM2_LOOSE, "multimask_output": False})
+    generator = GridMaskGenerator(hiera_t, config=config)
+    with torch.no_grad():
+        features = generator.adapter.embed(image)
+        points = generator.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
+        tokens, image_tokens = generator.decoder.transform(
+            features.embedding, generator.adapter.prompt_coords(points, image.shape[:2])
+        )
+        single = generator.decoder.mask_logits(
+            tokens, image_tokens, torch.arange(len(points)), outputs=(0,), shifts=features.shifts
+        )[:, 0]
+        unstable = generator.adapter.unstable_single_masks(single)
+    assert 0 < int(unstable.sum()) < len(points)
+
+
+def sam2_with_random_norms(model_type: str = "sam2.1_hiera_t"):
+    model = scaled_sam2(model_type)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for module in model.sam_mask_decoder.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.3 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+    return model
+
+
+@pytest.mark.parametrize("prompts", [1, 7, 20])
+def test_decoder_matches_sam2_mask_decoder(prompts: int) -> None:
+    """All four outputs (single-mask and multimask), with the object-score token and the high-resolution
+    features, against sam2's MaskDecoder.predict_masks on random inputs."""
+    model = sam2_with_random_norms()
+    torch.manual_seed(prompts)
+    embedding = torch.randn(1, 256, 64, 64)
+    high_res = [torch.randn(1, 32, 256, 256), torch.randn(1, 64, 128, 128)]
+    coords = torch.rand(prompts, 2) * 1024
+    prompt_encoder, mask_decoder = model.sam_prompt_encoder, model.sam_mask_decoder
+    with torch.no_grad():
+        labels = torch.ones(prompts, 1, dtype=torch.int)
+        sparse, dense = prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
+        reference_masks, reference_iou, _, _ = mask_decoder.predict_masks(
+            image_embeddings=embedding,
+            image_pe=prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=True,
+            high_res_features=high_res,
+        )
+        decoder = PointPromptDecoder(prompt_encoder, mask_decoder)
+        tokens, image_tokens = decoder.transform(embedding, coords)
+        selected = torch.arange(0, prompts, 2)
+        shifts = decoder.upscaling_shifts(high_res, side=64)
+        masks = decoder.mask_logits(tokens[selected], image_tokens, selected, outputs=(0, 1, 2, 3), shifts=shifts)
+        per_prompt = torch.tensor([[3, 0]]).expand(len(selected), -1)  # outputs chosen per prompt
+        picked = decoder.mask_logits(tokens[selected], image_tokens, selected, outputs=per_prompt, shifts=shifts)
+    torch.testing.assert_close(decoder.iou_predictions(tokens), reference_iou, atol=1e-5, rtol=1e-5)
+    scale = reference_masks.abs().max()
+    assert scale > 1.0
+    torch.testing.assert_close(masks, reference_masks[selected], atol=1e-5 * scale, rtol=1e-4)
+    torch.testing.assert_close(picked, reference_masks[selected][:, [3, 0]], atol=1e-5 * scale, rtol=1e-4)
+
+
+def test_defaults_are_each_reference_generators() -> None:
+    """Read from the reference generators' signatures, not from our code."""
+    for config, reference in (
+        (Sam2GeneratorConfig(), SAM2AutomaticMaskGenerator),
+        (MaskGeneratorConfig(), __import__("segment_anything").SamAutomaticMaskGenerator),
+    ):
+        signature = inspect.signature(reference.__init__).parameters
+        for name, value in config.reference_kwargs().items():
+            assert signature[name].default == pytest.approx(value), name
+    assert Sam2GeneratorConfig().pred_iou_thresh == 0.8 and MaskGeneratorConfig().pred_iou_thresh == 0.88
+
+
+def test_sam2_settings_are_refused_for_sam1() -> None:
+    with pytest.raises(ValueError, match="use_m2m: SAM 2 setting.*vit_b is a SAM 1 model"):
+        generator_config("vit_b", use_m2m=True)
+    with pytest.raises(TypeError, match="unknown mask generator setting.*valid:.*use_m2m"):
+        generator_config("sam2.1_hiera_t", use_mm=True)
+    assert isinstance(generator_config("sam2_hiera_l"), Sam2GeneratorConfig)
+
+
+def test_generator_refuses_a_config_of_the_other_family(hiera_t) -> None:
+    with pytest.raises(TypeError, match="SAM 2 model takes a Sam2GeneratorConfig"):
+        GridMaskGenerator(hiera_t, config=MaskGeneratorConfig())
+
+
+def test_build_from_checkpoint_file_gives_the_same_masks(sam2_t_checkpoint, hiera_t) -> None:
+    image = rgb_photo("astronaut.png", long_side=120)
+    settings = {**SAM2_LOOSE, "points_per_side": 3}
+    generator = build_mask_generator(
+        model_type="sam2.1_hiera_t", checkpoint=sam2_t_checkpoint, device="cpu", **settings
+    )
+    assert isinstance(generator.config, Sam2GeneratorConfig)
+    expected = GridMaskGenerator(hiera_t, config=Sam2GeneratorConfig(**settings)).generate(image)
+    assert compare_mask_records(generator.generate(image), expected).holds(min_iou=1.0, score_tolerance=0.0)
+
+
+def test_checkpoint_of_another_model_is_named(sam2_t_checkpoint, tmp_path) -> None:
+    with pytest.raises(
+        ValueError, match=r"does not fit sam2.1_hiera_s.*width 96 and 12 blocks.*fits --sam-model sam2.1_hiera_t"
+    ):
+        load_sam2(model_type="sam2.1_hiera_s", checkpoint=sam2_t_checkpoint)
+    with pytest.raises(ValueError, match=r"does not fit sam2_hiera_t.*unexpected key"):
+        load_sam2(model_type="sam2_hiera_t", checkpoint=sam2_t_checkpoint)
+    with pytest.raises(ValueError, match=r"is a SAM 2 checkpoint.*not vit_b.*sam2.1_hiera"):
+        load_sam(model_type="vit_b", checkpoint=sam2_t_checkpoint)
+    sam1 = tmp_path / "sam1.pth"
+    torch.save(tiny_sam().state_dict(), sam1)
+    with pytest.raises(ValueError, match=r"does not fit sam2.1_hiera_t: it is a SAM 1 \(ViT\) checkpoint"):
+        load_sam2(model_type="sam2.1_hiera_t", checkpoint=sam1)
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path, hiera_t) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save({"model": copy.deepcopy(hiera_t)}, path)  # a whole module: not loadable with weights_only
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        load_sam2(model_type="sam2.1_hiera_t", checkpoint=path)
+
+
+def test_missing_checkpoint_names_the_file() -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        load_sam2(model_type="sam2.1_hiera_t", checkpoint="nowhere.pt")
+    with pytest.raises(ValueError, match="unknown SAM 2 model 'sam2.1_hiera_x'; choose one of sam2.1_hiera_t"):
+        load_sam2(model_type="sam2.1_hiera_x")
+
+
+def test_models_are_built_with_sam2s_single_mask_fallback() -> None:
+    """As ``build_sam2`` builds them: an unstable single-mask output falls back to a multimask one."""
+    decoder = build_sam2_model("sam2_hiera_t").sam_mask_decoder
+    assert decoder.dynamic_multimask_via_stability and decoder.dynamic_multimask_stability_thresh == 0.98
+
+
+def _label_args(clip_checkpoint, sam2_checkpoint) -> list[str]:
+    return [
+        "--clip-model", TINY_CLIP_NAME, "--pretrained", str(clip_checkpoint),
+        "--sam-model", "sam2.1_hiera_t", "--sam-checkpoint", str(sam2_checkpoint), "--device", "cpu",
+        "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0.3",
+        "--box-nms-thresh", "1.0", "--quiet",
+    ]  # fmt: skip
+
+
+def test_label_cli_writes_valid_coco_with_sam2(
+    photo_folder, vocab_file, tmp_path, tiny_clip_checkpoint, sam2_t_checkpoint
+) -> None:
+    out = tmp_path / "annotations.json"
+    args = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out)]
+    code, stdout, _ = run_label([*args, *_label_args(tiny_clip_checkpoint, sam2_t_checkpoint), "--use-m2m"])
+    assert code == 0, stdout
+    data = json.loads(out.read_text())
+    assert len(data["images"]) == 4 and len(data["annotations"]) >= 4
+    assert data["info"]["settings"]["sam_model"] == "sam2.1_hiera_t"
+    generator_settings = data["info"]["settings"]["mask_generator"]
+    assert generator_settings["use_m2m"] is True and generator_settings["multimask_output"] is True
+    assert self_evaluation(out).stats[0] == pytest.approx(1.0)  # pycocotools reads every mask
+
+
+def test_label_cli_help_and_family_errors(tmp_path, photo_folder, vocab_file) -> None:
+    from gem_sam.cli.label import build_parser
+
+    stdout = build_parser().format_help()
+    assert "0.88 for SAM 1, 0.8 for SAM 2" in " ".join(stdout.split())
+    assert "sam2.1_hiera_b+" in stdout and "SAM 2 only" in " ".join(stdout.split())
+    out = tmp_path / "out.json"
+    args = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), "--sam-model", "vit_b"]
+    code, _, stderr = run_label([*args, "--no-multimask-output"])
+    assert code == 2 and "multimask_output: SAM 2 setting(s), but vit_b is a SAM 1 model" in stderr
+
+
+def test_ray_labelling_with_sam2(photo_folder, tmp_path, tiny_clip_checkpoint, sam2_t_checkpoint) -> None:
+    pytest.importorskip("ray.data", reason="Ray is an optional extra: pip install gem_sam[ray]")
+    from gem_sam import LabellerSpec, label_folder, label_folder_ray
+
+    spec = LabellerSpec(
+        vocabulary=("cat", "person"),
+        clip_model=TINY_CLIP_NAME,
+        pretrained=str(tiny_clip_checkpoint),
+        sam_model="sam2.1_hiera_t",
+        sam_checkpoint=str(sam2_t_checkpoint),
+        generator=Sam2GeneratorConfig(**{**SAM2_LOOSE, "points_per_side": 3}),
+        device="cpu",
+        clip_config_paths=(str(tiny_clip_checkpoint.parent / "configs"),),
+    )
+    single, distributed = tmp_path / "single.json", tmp_path / "ray.json"
+    label_folder(spec.build(), images_dir=photo_folder, out_path=single, settings=spec.settings(), progress=False)
+    summary = label_folder_ray(spec, images_dir=photo_folder, out_path=distributed, workers=1, progress=False)
+    assert summary.labelled == 4
+    assert json.loads(distributed.read_text())["annotations"] == json.loads(single.read_text())["annotations"]
+
+
+@pytest.mark.slow  # a random-init Hiera-L checkpoint (900 MB) is written and loaded
+def test_evaluate_gem_sam_with_sam2_hiera_l(tmp_path, tiny_clip_checkpoint) -> None:
+    from gem_sam.evaluate import main as evaluate_main
+
+    from ..evaluation.test_points import write_dataset
+
+    checkpoint = tmp_path / "sam2.1_hiera_l_random.pt"
+    torch.save({"model": scaled_sam2("sam2.1_hiera_l").state_dict()}, checkpoint)
+    dataset = write_dataset(tmp_path)
+    out = tmp_path / "report.json"
+    argv = [
+        "--points", dataset["points"], "--classes", dataset["classes"], "--images", dataset["images"],
+        "--method", "gem-sam", "--out", str(out), "--quiet", "--device", "cpu",
+        "--clip-model", TINY_CLIP_NAME, "--pretrained", str(tiny_clip_checkpoint),
+        "--sam-model", "sam2.1_hiera_l", "--sam-checkpoint", str(checkpoint), "--points-per-side", "2",
+        "--pred-iou-thresh", "0", "--stability-score-thresh", "0.3",
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert evaluate_main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["sam_model"] == "sam2.1_hiera_l" and report["n_images"] == 3
+    assert report["settings"]["mask_generator"]["pred_iou_thresh"] == 0.0
+    assert "use_m2m" in report["settings"]["mask_generator"]
+
+
+@pytest.mark.slow  # bf16 convolutions are slow on CPUs without bf16 units
+def test_sam2_bf16_autocast_runs_on_cpu(hiera_t) -> None:
+    """The GPU path's reduced precision, exercised on the CPU: encoder, decoder and m2m under autocast."""
+    image = rgb_photo("astronaut.png", long_side=100)
+    config = Sam2GeneratorConfig(**{**SAM2_LOOSE, "points_per_side": 2, "use_m2m": True}, precision="bf16")
+    records = GridMaskGenerator(hiera_t, config=config).generate(image)
+    assert records and all(np.isfinite(r["predicted_iou"]) and 0.0 <= r["stability_score"] <= 1.0 for r in records)
