@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,39 @@ def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
     path = folder / "tiny_clip.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_scale_100_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random-init tiny CLIP with its logit scale at 100, as trained CLIP models have it (training
+    clamps it there; random init gives 1/0.07 = 14.3, at which no softmax over 20 classes reaches VOC's
+    0.85 background threshold, so every pixel would be background)."""
+    folder = tmp_path_factory.mktemp("clip_scale_100")
+    register_clip_config(folder / "configs", TINY_CLIP_NAME, TINY_CLIP_CONFIG)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))
+    path = folder / "clip_scale_100.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def varied_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random-init tiny CLIP with its positional embedding scaled up 20x, saved as an open_clip
+    checkpoint. With plain random weights every patch feature points the same way and one prompt wins
+    every mask; with strong positions, as a trained CLIP's features do, different regions favour
+    different prompts, so naming tests see a mix of classes."""
+    folder = tmp_path_factory.mktemp("varied_clip")
+    register_clip_config(folder / "configs", TINY_CLIP_NAME, TINY_CLIP_CONFIG)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    with torch.no_grad():
+        model.visual.positional_embedding.mul_(20.0)
+    path = folder / "varied_clip.pt"
     torch.save({"state_dict": model.state_dict()}, path)
     return path
 

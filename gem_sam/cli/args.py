@@ -16,7 +16,7 @@ from ..evaluation.engine import ModelSpec
 from ..labelling.quality import QualityControls
 from ..naming.gem import MASKCLIP_VARIANTS, METHOD_OPTIONS, METHODS, DensePathConfig
 from ..naming.scorer import GemScorer, ScorerConfig, build_gem_scorer
-from ..naming.text import DEFAULT_TEMPLATES
+from ..naming.text import DEFAULT_TEMPLATES, TEMPLATE_SETS, template_set
 from ..sam import (
     SAM2_VARIANTS,
     SAM_ARCHITECTURES,
@@ -121,7 +121,14 @@ def add_scorer_arguments(parser: argparse.ArgumentParser, *, with_method: bool =
         "--template",
         action="append",
         default=None,
-        help=f"prompt template with {{}} for the class; repeat to average several (default: {DEFAULT_TEMPLATES[0]!r})",
+        help=f"prompt template with {{}} for the prompt; repeat to average several (default: {DEFAULT_TEMPLATES[0]!r})",
+    )
+    group.add_argument(
+        "--templates",
+        choices=TEMPLATE_SETS,
+        default=None,
+        help="a named template ensemble instead of --template: imagenet = CLIP's 80 ImageNet templates, each "
+        "prompt's embedding the normalised mean of its normalised template embeddings",
     )
     group.add_argument(
         "--short-side",
@@ -246,10 +253,19 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "depth": args.gem_depth,
         "iterations": args.gem_iterations,
-        "templates": args.template,
+        "templates": templates_from_args(args),
         **given(args, ["maskclip_variant", "feature_surgery", "short_side", "max_long_side"]),
         **({"projections": args.gem_projections} if args.gem_projections else {}),
     }
+
+
+def templates_from_args(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The prompt templates of ``--template`` (repeated) or ``--templates NAME``; None: the default."""
+    if args.template and args.templates:
+        raise ValueError(f"give --template or --templates {args.templates}, not both")
+    if args.templates:
+        return template_set(args.templates)
+    return tuple(args.template) if args.template else None
 
 
 def check_path_options(args: argparse.Namespace, *, method: str) -> None:

@@ -65,7 +65,11 @@ def build_parser(*, prog: str = "python -m gem_sam.evaluate_dense") -> argparse.
         "ADEChallengeData2016 (ade20k)",
     )
     data.add_argument(
-        "--class-names", metavar="FILE", help="replace the prompted class names: one per line, in label order"
+        "--class-names",
+        metavar="FILE",
+        help="replace the prompted class names: a vocabulary file with the dataset's classes in label order "
+        "(for VOC the 20 objects), each its own prompt or 'class: prompt, prompt'; background prompts compete "
+        "with the classes (see gem-sam label --vocab)",
     )
     data.add_argument("--limit", type=int, default=None, help="evaluate N images drawn with --seed (default: all)")
     data.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default: 0)")
@@ -94,17 +98,18 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.evalua
     gem_sam = args.method == "gem-sam"
     try:
         require_writable_file(args.out, option="--out")
-        class_names = tuple(read_vocabulary(args.class_names)) if args.class_names else None
+        vocabulary = read_vocabulary(args.class_names) if args.class_names else None
         model = model_spec_from_args(args, method="gem" if gem_sam else args.method, with_generator=gem_sam)
         config = model.scorer_config()
         # the window and stride that run, on the ViT's patch grid
         slide = SlidingWindow(window=args.window, stride=args.stride).on_patch_grid(clip_patch_size(args.clip_model))
-        task = DenseEvalTask(dataset=args.dataset, root=args.root, class_names=class_names, slide=slide, model=model)
+        task = DenseEvalTask(dataset=args.dataset, root=args.root, vocabulary=vocabulary, slide=slide, model=model)
         dataset = task.load()
         settings: dict[str, Any] = {
             "dataset": args.dataset,
             "root": str(Path(args.root).resolve()),
             "class_names": list(dataset.class_names),
+            **({"prompts": vocabulary.settings()} if vocabulary is not None and not vocabulary.is_flat else {}),
             "protocol": {
                 **dataclasses.asdict(slide),
                 "short_side": config.short_side,

@@ -48,7 +48,12 @@ def build_parser(*, prog: str = "python -m gem_sam.label") -> argparse.ArgumentP
     io = parser.add_argument_group("input and output")
     io.add_argument("--images", required=True, metavar="DIR", help="folder of images, searched recursively")
     io.add_argument(
-        "--vocab", required=True, metavar="FILE", help="text file, one class name per line ('#' lines ignored)"
+        "--vocab",
+        required=True,
+        metavar="FILE",
+        help="the vocabulary: a text file with one class per line, or 'class: prompt, prompt, ...' to give a class "
+        "several prompts, and 'background: sky, wall, ...' for prompts whose masks are not written ('#' lines "
+        "ignored); or a CaptionOntology .json {\"prompt\": \"class\"}; or a .yaml with 'classes:' and 'background:'",
     )
     io.add_argument(
         "--out", default="annotations.json", metavar="FILE", help="COCO JSON file to write (default: annotations.json)"
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.label"
         require_writable_file(args.out, option="--out")
         check_path_options(args, method=args.method)
         spec = LabellerSpec(
-            vocabulary=tuple(read_vocabulary(args.vocab)),
+            vocabulary=read_vocabulary(args.vocab),
             clip_model=args.clip_model,
             pretrained=args.pretrained,
             method=args.method,

@@ -20,6 +20,7 @@ import open_clip
 
 from ..images import ImageReadError, load_image
 from ..naming.scorer import GemScorer, scorer_config
+from ..naming.vocabulary import Vocabulary
 from ..sam import GridMaskGenerator
 from .confusion import confusion_matrix, from_sparse, mean_iou, per_class_iou, pixel_accuracy, to_sparse
 from .dense_datasets import BACKGROUND_THRESHOLD, DenseDataset, load_dense_dataset
@@ -85,20 +86,21 @@ class DenseEvalTask:
 
     dataset: str
     root: str
-    class_names: tuple[str, ...] | None
     slide: SlidingWindow
+    vocabulary: Vocabulary | None = None  # classes (in label order) and their prompts; None: the dataset's names
     model: ModelSpec | None = None
     predictor: Any = None  # an object with DensePredictor's ``predict`` (stays in this process)
 
     def load(self) -> DenseDataset:
-        return load_dense_dataset(self.dataset, self.root, class_names=self.class_names)
+        classes = self.vocabulary.classes if self.vocabulary is not None else None
+        return load_dense_dataset(self.dataset, self.root, class_names=classes)
 
     def predictor_for(
         self, dataset: DenseDataset, scorer: GemScorer, generator: GridMaskGenerator | None
     ) -> DensePredictor:
         return DensePredictor(
             scorer=scorer,
-            class_names=dataset.class_names,
+            vocabulary=self.vocabulary or dataset.class_names,
             background_threshold=BACKGROUND_THRESHOLD if dataset.has_background else None,
             slide=self.slide,
             mask_generator=generator,

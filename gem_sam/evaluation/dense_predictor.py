@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..mask_ops import decoded_mask_chunks
 from ..naming.scorer import GemScorer
+from ..naming.vocabulary import Vocabulary, as_vocabulary, class_similarity
 from ..sam import GridMaskGenerator
 from .confusion import NO_PREDICTION
 
@@ -85,15 +86,25 @@ def windowed_similarity(
 
 
 def classes_from_similarity(
-    similarity: torch.Tensor, *, logit_scale: float, background_threshold: float | None
+    similarity: torch.Tensor,
+    *,
+    logit_scale: float,
+    background_threshold: float | None,
+    background_prompts: bool = False,
 ) -> torch.Tensor:
-    """similarity: [C, ...] -> classes [...] (int64): argmax, shifted by one with a background class
-    0 that wins where the highest softmax probability is below ``background_threshold``."""
+    """similarity: [G, ...] class similarities -> classes [...] (int64): the argmax. With
+    ``background_prompts`` the last row is the background prompts' similarity, and where it wins the
+    pixel is background. With ``background_threshold`` (VOC) the classes shift by one and background is
+    class 0, which also wins where the highest softmax probability is below the threshold; without it a
+    pixel the background wins is ``NO_PREDICTION``."""
     best = similarity.argmax(dim=0)
+    won_by_background = (
+        best == similarity.shape[0] - 1 if background_prompts else torch.zeros_like(best, dtype=torch.bool)
+    )
     if background_threshold is None:
-        return best
+        return torch.where(won_by_background, NO_PREDICTION, best)
     probability = (similarity * logit_scale).softmax(dim=0).max(dim=0).values
-    return torch.where(probability < background_threshold, 0, best + 1)
+    return torch.where((probability < background_threshold) | won_by_background, 0, best + 1)
 
 
 class DensePredictor:
@@ -103,29 +114,40 @@ class DensePredictor:
         self,
         *,
         scorer: GemScorer,
-        class_names: Sequence[str],
+        vocabulary: Vocabulary | Sequence[str],
         background_threshold: float | None,
         slide: SlidingWindow = SlidingWindow(),
         mask_generator: GridMaskGenerator | None = None,
     ) -> None:
         self.scorer = scorer
-        self.text = scorer.encode_text(class_names)  # [C, E], once per run
+        self.vocabulary = as_vocabulary(vocabulary)
+        self.text = scorer.encode_text(self.vocabulary.all_prompts)  # [P, E], once per run
         self.background_threshold = background_threshold
         self.slide = slide
         self.mask_generator = mask_generator
 
     @torch.no_grad()
     def similarity(self, image_rgb: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
-        """[C, H, W] similarity map at ``size_hw`` (the label's size)."""
+        """[G, H, W] class similarity at ``size_hw`` (the label's size): per class the maximum over its
+        prompts, then (with background prompts) the background's."""
         images = self.scorer.preprocess(image_rgb)
-        windows = windowed_similarity(self.scorer, images, self.text, slide=self.slide)  # [C, h, w]
-        return F.interpolate(windows[None], size=size_hw, mode="bilinear", align_corners=False)[0]
+        windows = windowed_similarity(self.scorer, images, self.text, slide=self.slide)  # [P, h, w]
+        prompts = F.interpolate(windows[None], size=size_hw, mode="bilinear", align_corners=False)[0]  # [P, H, W]
+        if self.vocabulary.is_flat:
+            return prompts
+        groups = len(self.vocabulary.classes) + int(bool(self.vocabulary.background))
+        flat = class_similarity(prompts.flatten(1).T, self.vocabulary.prompt_class, groups)  # [H*W, G]
+        return flat.T.reshape(groups, *size_hw)
 
     @torch.no_grad()
     def predict(self, image_rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
         """[H, W] int64 classes (0..K-1, or ``NO_PREDICTION``) at ``size_hw``."""
         similarity = self.similarity(image_rgb, size_hw)
-        classify = {"logit_scale": self.scorer.logit_scale, "background_threshold": self.background_threshold}
+        classify = {
+            "logit_scale": self.scorer.logit_scale,
+            "background_threshold": self.background_threshold,
+            "background_prompts": bool(self.vocabulary.background),
+        }
         if self.mask_generator is None:
             return classes_from_similarity(similarity, **classify).cpu().numpy()
         if tuple(image_rgb.shape[:2]) != tuple(size_hw):

@@ -23,7 +23,8 @@ class LabelledImage:
     """One image's result: its path relative to the image folder, size and annotations.
 
     ``width`` and ``height`` are those of the upright image (EXIF orientation applied), and so are the
-    masks. ``fingerprint`` identifies the file the result came from (``run_store.file_fingerprint``).
+    masks. ``fingerprint`` identifies the file the result came from (``run_store.file_fingerprint``);
+    ``background`` counts the masks each background prompt won (not written).
     Each annotation holds ``class_index`` (into the vocabulary), ``segmentation`` (COCO RLE),
     ``area``, ``bbox`` (XYWH), ``score``, ``similarity`` (best pooled cosine similarity; absent in
     records of older versions), ``predicted_iou`` and ``stability_score``.
@@ -34,11 +35,13 @@ class LabelledImage:
     height: int
     annotations: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: str | None = None
+    background: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file_name": self.file_name,
             "fingerprint": self.fingerprint,
+            "background": self.background,
             "width": self.width,
             "height": self.height,
             "annotations": self.annotations,
@@ -52,6 +55,7 @@ class LabelledImage:
             height=data["height"],
             annotations=data["annotations"],
             fingerprint=data.get("fingerprint"),
+            background=data.get("background", {}),
         )
 
 
@@ -104,7 +108,8 @@ def write_coco_streaming(
     info: dict[str, Any] | None = None,
 ) -> int:
     """Write the same file as ``build_coco`` + ``write_json_atomic`` holding one image's annotations
-    at a time. ``images`` must come sorted by file name. Returns the number of annotations."""
+    at a time. ``images`` must come sorted by file name. ``info`` is serialised once ``images`` is
+    consumed, so it may hold totals gathered while they stream. Returns the number of annotations."""
     path = Path(path)
     image_entries = []
     count = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
 from ..mask_ops import decoded_mask_chunks, pool_in_masks, rle_bbox_xywh
 from ..naming.mask_labels import label_masks
 from ..naming.scorer import GemScorer
-from ..naming.text import validate_vocabulary
+from ..naming.vocabulary import Vocabulary, as_vocabulary
 from ..run_store import RunStore, file_fingerprint, image_key
 from ..sam import GridMaskGenerator
 from .coco import LabelledImage, write_coco_streaming
@@ -28,10 +29,20 @@ from .quality import select_masks
 from .report import RunReport, picture_note, save_report_png
 
 
+@dataclass(frozen=True)
+class NamedMasks:
+    """One image's named masks: the annotations that are written, and how many masks each background
+    prompt won (those are not written)."""
+
+    annotations: list[dict[str, Any]]
+    background: dict[str, int] = field(default_factory=dict)  # background prompt -> masks it won
+
+
 class AutoLabeller:
     """Labels an image: class-agnostic SAM masks, each named with the GEM similarity inside it.
 
-    The vocabulary's text embeddings are computed once, here.
+    ``vocabulary``: a ``Vocabulary`` (classes with several prompts, background prompts) or a list of
+    class names (each its own prompt). The text embeddings of every prompt are computed once, here.
     """
 
     def __init__(
@@ -39,39 +50,49 @@ class AutoLabeller:
         *,
         scorer: GemScorer,
         mask_generator: GridMaskGenerator,
-        vocabulary: Sequence[str],
+        vocabulary: Vocabulary | Sequence[str],
         config: LabelConfig = LabelConfig(),
     ) -> None:
         self.scorer = scorer
         self.mask_generator = mask_generator
-        self.vocabulary = validate_vocabulary(vocabulary)
+        self.vocabulary = as_vocabulary(vocabulary)
         self.config = config
-        self.text = scorer.encode_text(self.vocabulary)  # [C, E]
+        self.text = scorer.encode_text(self.vocabulary.all_prompts)  # [P, E]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes written, in category order (without background)."""
+        return self.vocabulary.classes
 
     def similarity(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """[C, h, w] patch-level cosine similarity of the image with every vocabulary entry."""
+        """[P, h, w] patch-level cosine similarity of the image with every prompt (``all_prompts``)."""
         return self.scorer.patch_similarity(self.scorer.preprocess(image_rgb), self.text)[0]
 
     def label(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
         """HxWx3 uint8 RGB -> annotations (``class_index``, COCO RLE ``segmentation``, ``area``,
         ``bbox`` XYWH, ``score``, ``similarity``, ``predicted_iou``, ``stability_score``), in SAM's
-        mask order, after the label config's filters."""
-        return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb))
+        mask order, after background removal and the label config's filters."""
+        return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb)).annotations
 
-    def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> NamedMasks:
         """Name the mask records of ``image_rgb`` (from the mask generator); see ``label``.
 
         Empty masks (which SAM's filters let through at ``stability_score_thresh`` 0) are dropped:
-        they have no pixels to name, and COCO has no use for an instance of area 0.
+        they have no pixels to name, and COCO has no use for an instance of area 0. Masks a background
+        prompt wins are dropped and counted; then ``min_score`` and the quality controls apply.
         """
         records = [record for record in records if record["area"] > 0]
         if not records:
-            return []
-        similarity = self.similarity(image_rgb)  # [C, h, w]
+            return NamedMasks(annotations=[])
+        similarity = self.similarity(image_rgb)  # [P, h, w]
         pooled = torch.cat(
             [pool_in_masks(similarity, masks) for _, masks in decoded_mask_chunks(records, size_hw=image_rgb.shape[:2])]
-        )  # [M, C]
-        labels = label_masks(pooled, logit_scale=self.scorer.logit_scale, min_score=self.config.min_score)
+        )  # [M, P]
+        labels = label_masks(
+            pooled, logit_scale=self.scorer.logit_scale, vocabulary=self.vocabulary, min_score=self.config.min_score
+        )
+        prompts = self.vocabulary.all_prompts
+        background = Counter(prompts[int(index)] for index in labels.prompt_index[labels.background])
         annotations = [
             {
                 "class_index": int(labels.class_index[i]),
@@ -87,7 +108,7 @@ class AutoLabeller:
             if bool(labels.keep[i])
         ]
         if not self.config.quality.active:
-            return annotations
+            return NamedMasks(annotations=annotations, background=dict(background))
         kept = select_masks(
             classes=[annotation["class_index"] for annotation in annotations],
             scores=[annotation["score"] for annotation in annotations],
@@ -95,7 +116,7 @@ class AutoLabeller:
             similarities=[annotation["similarity"] for annotation in annotations],
             controls=self.config.quality,
         )
-        return [annotations[i] for i in kept]
+        return NamedMasks(annotations=[annotations[i] for i in kept], background=dict(background))
 
     def label_file(self, images_dir: Path, file_name: Path, *, overlay_dir: Path | None = None) -> LabelledImage:
         """Label ``images_dir / file_name``; with ``overlay_dir``, also write its overlay there.
@@ -108,15 +129,17 @@ class AutoLabeller:
         except OSError as error:
             raise ImageReadError(f"cannot read the file ({error})") from error
         image = load_image(path)
+        named = self.name_masks(image, self.mask_generator.generate(image))
         labelled = LabelledImage(
             file_name=file_name.as_posix(),
             width=int(image.shape[1]),
             height=int(image.shape[0]),
-            annotations=self.label(image),
+            annotations=named.annotations,
             fingerprint=fingerprint,
+            background=named.background,
         )
         if overlay_dir is not None:
-            save_overlay(image, labelled.annotations, self.vocabulary, folder=overlay_dir, file_name=labelled.file_name)
+            save_overlay(image, labelled.annotations, self.classes, folder=overlay_dir, file_name=labelled.file_name)
         return labelled
 
 
@@ -161,6 +184,7 @@ class RunSummary:
     resumed: int = 0  # images whose results an earlier run had already written
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     masks: int = 0  # annotations in the output file
+    background: int = 0  # masks that background prompts won, not written
     seconds: float = 0.0  # wall time of the labelling in this run
     report_png: bool = False  # whether the report picture was drawn (needs matplotlib)
     report_notes: list[str] = field(default_factory=list)  # what the picture leaves out, or why it failed
@@ -175,6 +199,7 @@ class RunSummary:
             f"images labelled: {self.labelled} (plus {self.resumed} from an earlier run)",
             f"images skipped: {len(self.skipped)}",
             f"masks written: {self.masks}",
+            *([f"masks won by background prompts (not written): {self.background}"] if self.background else []),
             f"time: {self.seconds:.1f} s, {per_image}",
         ]
         out += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
@@ -198,7 +223,8 @@ def finish_run(
     store: RunStore,
     *,
     done: list[str],
-    vocabulary: Sequence[str],
+    vocabulary: Vocabulary,
+    templates: Sequence[str],
     summary: RunSummary,
     settings: dict[str, Any],
     images_dir: str | os.PathLike,
@@ -206,20 +232,26 @@ def finish_run(
     """Assemble the COCO file from the records under the keys ``done``; delete the records of files
     that changed or left the folder; write the list of skipped files and the run report
     (``<out>.report.json``, and ``<out>.report.png`` when matplotlib is installed)."""
-    report = RunReport(vocabulary=vocabulary, skipped=list(summary.skipped))
+    report = RunReport(
+        vocabulary=vocabulary.classes, background_prompts=vocabulary.background, skipped=list(summary.skipped)
+    )
     in_file_order = sorted(done, key=lambda key: key.split("\0")[0])
+    info = {"description": "gem_sam", "images_dir": str(Path(images_dir).resolve()), "settings": settings}
+    if vocabulary.background:
+        info["dropped_as_background"] = report.background  # filled while the records stream
     summary.masks = write_coco_streaming(
         report.passing(LabelledImage.from_json(store.load_record(key)) for key in in_file_order),
-        vocabulary,
+        vocabulary.classes,
         store.out_path,
-        info={"description": "gem_sam", "images_dir": str(Path(images_dir).resolve()), "settings": settings},
+        info=info,
     )
+    summary.background = sum(report.background.values())
     write_json_atomic(
         [{"file_name": name, "reason": reason} for name, reason in summary.skipped],
         Path(f"{store.out_path}.skipped.json"),
     )
     store.prune(keep=done)
-    report_json = report.to_json()
+    report_json = {**report.to_json(), "templates": list(templates)}
     write_json_atomic(report_json, Path(f"{store.out_path}.report.json"))
     try:
         summary.report_png = save_report_png(report_json, Path(f"{store.out_path}.report.png"))
@@ -272,5 +304,11 @@ def label_folder(
             done.append(key)
     summary.seconds = time.perf_counter() - start
     return finish_run(
-        store, done=done, vocabulary=labeller.vocabulary, summary=summary, settings=settings, images_dir=images_dir
+        store,
+        done=done,
+        vocabulary=labeller.vocabulary,
+        templates=labeller.scorer.config.templates,
+        summary=summary,
+        settings=settings,
+        images_dir=images_dir,
     )

@@ -102,5 +102,11 @@ def label_folder_ray(
     summary.seconds = time.perf_counter() - start
     summary.skipped.sort()
     return finish_run(
-        store, done=done, vocabulary=spec.vocabulary, summary=summary, settings=settings, images_dir=images_dir
+        store,
+        done=done,
+        vocabulary=spec.vocabulary,
+        templates=spec.scorer_config().templates,
+        summary=summary,
+        settings=settings,
+        images_dir=images_dir,
     )

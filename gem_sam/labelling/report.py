@@ -39,18 +39,23 @@ def quantiles(values: Sequence[float]) -> dict[str, float] | None:
 class RunReport:
     """Accumulates per-image results; ``to_json`` gives the report."""
 
-    vocabulary: Sequence[str]
+    vocabulary: Sequence[str]  # the classes, in category order
+    background_prompts: Sequence[str] = ()
     scores: list[list[float]] = field(init=False)  # per class, the score of every mask
     images_with_class: list[int] = field(init=False)  # per class, images with at least one mask
     masks_per_image: list[int] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    background: dict[str, int] = field(init=False)  # per background prompt, the masks it won (not written)
 
     def __post_init__(self) -> None:
         self.scores = [[] for _ in self.vocabulary]
         self.images_with_class = [0 for _ in self.vocabulary]
+        self.background = {prompt: 0 for prompt in self.background_prompts}
 
     def add(self, image: LabelledImage) -> None:
         self.masks_per_image.append(len(image.annotations))
+        for prompt, count in image.background.items():
+            self.background[prompt] = self.background.get(prompt, 0) + count
         for class_index in {annotation["class_index"] for annotation in image.annotations}:
             self.images_with_class[class_index] += 1
         for annotation in image.annotations:
@@ -88,6 +93,7 @@ class RunReport:
                 "histogram": [per_image.count(count) for count in range(most + 1)],  # index = masks in an image
             },
             "skipped": [{"file_name": name, "reason": reason} for name, reason in self.skipped],
+            "dropped_as_background": {"masks": sum(self.background.values()), "by_prompt": dict(self.background)},
         }
 
 
@@ -161,8 +167,11 @@ def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
         if picture_note(report)
         else ""
     )
+    dropped = report.get("dropped_as_background", {}).get("masks", 0)
+    background = f", {dropped} won by background prompts" if dropped else ""
     figure.suptitle(
-        f"{report['n_images']} images, {report['n_masks']} masks, {report['n_skipped']} skipped file(s){shown}"
+        f"{report['n_images']} images, {report['n_masks']} masks{background}, "
+        f"{report['n_skipped']} skipped file(s){shown}"
     )
     figure.tight_layout()
     figure.savefig(Path(path), dpi=100)

@@ -8,7 +8,8 @@ from typing import Any
 
 import open_clip
 
-from ..naming.scorer import build_gem_scorer
+from ..naming.scorer import ScorerConfig, build_gem_scorer, scorer_config
+from ..naming.vocabulary import Vocabulary, as_vocabulary
 from ..sam import MaskGeneratorConfig, SamArchitecture, generator_config, register_sam_architecture
 from ..sam.config import config_class
 from ..sam.grid_generator import GridMaskGenerator, load_generator_model
@@ -24,7 +25,7 @@ class LabellerSpec:
     configs, SAM encoders) in whichever process builds the labeller.
     """
 
-    vocabulary: tuple[str, ...]
+    vocabulary: Vocabulary | tuple[str, ...]  # a list of class names becomes a Vocabulary
     clip_model: str = "ViT-B-16"
     pretrained: str | None = "openai"
     method: str = "gem"
@@ -36,6 +37,9 @@ class LabellerSpec:
     device: str = "auto"
     clip_config_paths: tuple[str, ...] = ()
     sam_architectures: dict[str, SamArchitecture] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vocabulary", as_vocabulary(self.vocabulary))
 
     def register_models(self) -> None:
         for path in self.clip_config_paths:
@@ -60,6 +64,12 @@ class LabellerSpec:
         generator = GridMaskGenerator(model, config=config)
         return AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=self.vocabulary, config=self.labelling)
 
+    def scorer_config(self) -> ScorerConfig:
+        """The scorer's configuration (templates, dense path, input size), without loading weights."""
+        return scorer_config(
+            method=self.method, **{key: value for key, value in self.scorer_options.items() if value is not None}
+        )
+
     def generator_config(self) -> MaskGeneratorConfig:
         """The generator's settings: ``generator``, or the defaults of ``sam_model``'s family. A config of
         the other family is refused."""
@@ -76,7 +86,7 @@ class LabellerSpec:
     def settings(self) -> dict[str, Any]:
         """What makes two runs' results comparable (stored with the results to refuse mixing)."""
         return {
-            "vocabulary": list(self.vocabulary),
+            **self.vocabulary.settings(),
             "clip_model": self.clip_model,
             "pretrained": self.pretrained,
             "method": self.method,

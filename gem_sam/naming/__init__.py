@@ -5,9 +5,19 @@ from .gem import DensePathConfig, DenseVisionEncoder, SelfSelfAttention
 from .mask_labels import MaskLabels, label_masks
 from .scorer import GemScorer, ScorerConfig, build_gem_scorer, scorer_config
 from .text import DEFAULT_TEMPLATES, encode_vocabulary, validate_vocabulary
-from .vocabulary import parse_vocabulary, read_vocabulary
+from .vocabulary import (
+    BACKGROUND,
+    Vocabulary,
+    as_vocabulary,
+    class_similarity,
+    parse_caption_ontology,
+    parse_vocabulary,
+    parse_yaml_vocabulary,
+    read_vocabulary,
+)
 
 __all__ = [
+    "BACKGROUND",
     "DEFAULT_TEMPLATES",
     "DensePathConfig",
     "DenseVisionEncoder",
@@ -15,10 +25,15 @@ __all__ = [
     "MaskLabels",
     "ScorerConfig",
     "SelfSelfAttention",
+    "Vocabulary",
+    "as_vocabulary",
     "build_gem_scorer",
+    "class_similarity",
     "encode_vocabulary",
     "label_masks",
+    "parse_caption_ontology",
     "parse_vocabulary",
+    "parse_yaml_vocabulary",
     "read_vocabulary",
     "scorer_config",
     "validate_vocabulary",

@@ -1,9 +1,12 @@
-"""Naming masks: pool each class's similarity inside a mask, pick the best class, score it.
+"""Naming masks: pool each prompt's similarity inside a mask, take each class's best prompt, pick the
+best class, score it.
 
-The score of a mask is the softmax over the vocabulary of its pooled similarities times the
-model's logit scale (100 for CLIP), read at the chosen class: the probability that the model gives
-that name among the vocabulary's names. With a one-word vocabulary it is always 1. Masks whose score
-is below ``min_score`` are marked to drop (default 0: every mask is kept and named).
+A class's similarity inside a mask is the maximum over its prompts' pooled similarities. The score
+of a mask is the softmax, over the classes and (when the vocabulary has background prompts) the
+background, of the logit scale (100 for CLIP) times the class similarities, read at the chosen
+class: the probability the model gives that name among the vocabulary's names. With a one-class
+vocabulary and no background it is always 1. Masks that the background wins are marked, and so are
+masks whose score is below ``min_score``; neither is written.
 """
 
 from __future__ import annotations
@@ -12,22 +15,50 @@ from dataclasses import dataclass
 
 import torch
 
+from .vocabulary import Vocabulary, class_similarity
+
 
 @dataclass(frozen=True)
 class MaskLabels:
     """Per-mask names and scores; tensors of length M (masks)."""
 
-    class_index: torch.Tensor  # [M] int64, index into the vocabulary
+    class_index: torch.Tensor  # [M] int64, index into the classes (len(classes) where background won)
     score: torch.Tensor  # [M] float32, softmax probability of that class
-    similarity: torch.Tensor  # [M] float32, pooled similarity of that class (the best over the vocabulary)
-    keep: torch.Tensor  # [M] bool, score >= min_score
+    similarity: torch.Tensor  # [M] float32, pooled similarity of that class (its best prompt's)
+    prompt_index: torch.Tensor  # [M] int64, the winning prompt, an index into ``Vocabulary.all_prompts``
+    background: torch.Tensor  # [M] bool, a background prompt won
+    keep: torch.Tensor  # [M] bool, not background and score >= min_score
 
 
-def label_masks(pooled: torch.Tensor, *, logit_scale: float, min_score: float = 0.0) -> MaskLabels:
-    """pooled: [M, C] mean similarity of each class inside each mask -> best class and score."""
-    probabilities = (pooled.float() * logit_scale).softmax(dim=-1)  # [M, C]
-    score, class_index = (
-        probabilities.max(dim=-1) if pooled.shape[0] else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+def label_masks(
+    pooled: torch.Tensor, *, logit_scale: float, vocabulary: Vocabulary | None = None, min_score: float = 0.0
+) -> MaskLabels:
+    """pooled: [M, P] mean similarity of each prompt inside each mask (P = ``len(vocabulary.all_prompts)``;
+    without a vocabulary, one prompt per class) -> best class, its score and whether it is kept."""
+    pooled = pooled.float()
+    n_masks, n_prompts = pooled.shape
+    if vocabulary is None:
+        prompt_class, n_classes, n_groups = torch.arange(n_prompts), n_prompts, n_prompts
+    else:
+        prompt_class, n_classes = vocabulary.prompt_class, len(vocabulary.classes)
+        n_groups = n_classes + (1 if vocabulary.background else 0)
+        if len(prompt_class) != n_prompts:
+            raise ValueError(f"pooled has {n_prompts} prompts, the vocabulary {len(prompt_class)}")
+    if n_masks == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return MaskLabels(empty, torch.zeros(0), torch.zeros(0), empty, empty.bool(), empty.bool())
+    grouped = class_similarity(pooled, prompt_class, n_groups)  # [M, G]
+    score, class_index = (grouped * logit_scale).softmax(dim=-1).max(dim=-1)  # [M], [M]
+    similarity = grouped.gather(1, class_index[:, None])[:, 0]
+    # the winning prompt: the best prompt among those of the winning class
+    of_winner = prompt_class.to(pooled.device)[None, :] == class_index[:, None]  # [M, P]
+    prompt_index = pooled.masked_fill(~of_winner, float("-inf")).argmax(dim=-1)
+    background = class_index == n_classes
+    return MaskLabels(
+        class_index=class_index,
+        score=score,
+        similarity=similarity,
+        prompt_index=prompt_index,
+        background=background,
+        keep=~background & (score >= min_score),
     )
-    similarity = pooled.float().gather(1, class_index[:, None])[:, 0] if pooled.shape[0] else torch.zeros(0)
-    return MaskLabels(class_index=class_index, score=score, similarity=similarity, keep=score >= min_score)

@@ -1,4 +1,4 @@
-"""Text embeddings for a vocabulary: prompt templates, averaged per class."""
+"""Text embeddings of prompts: prompt templates, averaged per prompt (CLIP's prompt ensemble)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+TEMPLATE_SETS: tuple[str, ...] = ("imagenet",)  # named template ensembles (``template_set``)
+
+
+def template_set(name: str) -> tuple[str, ...]:
+    """A named ensemble of prompt templates, each with ``{}`` for the prompt: ``imagenet`` is CLIP's 80
+    ImageNet templates (open_clip's ``OPENAI_IMAGENET_TEMPLATES``)."""
+    if name != "imagenet":
+        raise ValueError(f"template set {name!r} is not one of {', '.join(TEMPLATE_SETS)}")
+    import open_clip
+
+    return tuple(template("{}") for template in open_clip.OPENAI_IMAGENET_TEMPLATES)
 
 
 def validate_vocabulary(classes: Sequence[str]) -> list[str]:

@@ -91,7 +91,7 @@ def test_rerun_resumes_and_settings_change_is_refused(photo_folder: Path, vocab_
         ("images_is_a_file", "is not a folder"),
         ("no_images", "no images found"),
         ("empty_vocab", "vocabulary is empty"),
-        ("duplicate_vocab", "line 3 repeats 'cat' from line 1"),
+        ("duplicate_vocab", "line 3: class 'cat' is declared again"),
         ("missing_vocab", "vocabulary file"),
         ("missing_sam_checkpoint", "does not exist"),
         ("wrong_sam_architecture", "needs width 768"),
@@ -346,3 +346,104 @@ def test_a_huge_vocabulary_never_fails_the_run_report(photo_folder: Path, tmp_pa
     assert "warning: the report picture shows the 60 classes with the most masks, of 2500" in stdout
     assert Path(f"{out}.report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads(Path(f"{out}.report.json").read_text())["classes"]) == 2500
+
+
+GROUPED = "person: person, man, woman\ndog: dog, puppy\ncup\nbackground: sky, wall\n"
+FLAT_PROMPTS = ["person", "man", "woman", "dog", "puppy", "cup", "sky", "wall"]
+PROMPT_CLASS = {"person": "person", "man": "person", "woman": "person", "dog": "dog", "puppy": "dog", "cup": "cup"}
+
+
+@pytest.mark.parametrize("fmt", ["txt", "json"])
+def test_prompts_and_background_equal_the_flat_prompts_mapped_by_hand(
+    photo_folder: Path, tmp_path: Path, base_args, fmt: str
+) -> None:
+    """Labelling with classes of several prompts and background prompts gives the masks and classes of
+    labelling with the eight prompts as classes, each mask's prompt mapped to its class by hand and the
+    background prompts' masks removed."""
+    flat_vocab = tmp_path / "flat.txt"
+    flat_vocab.write_text("\n".join(FLAT_PROMPTS) + "\n")
+    grouped_vocab = tmp_path / f"grouped.{fmt}"
+    if fmt == "txt":
+        grouped_vocab.write_text(GROUPED)
+    else:
+        grouped_vocab.write_text(
+            json.dumps({**{p: c for p, c in PROMPT_CLASS.items()}, "sky": "background", "wall": "background"})
+        )
+    flat_out, grouped_out = tmp_path / "flat.json", tmp_path / "grouped.json"
+    assert run(["--images", str(photo_folder), "--vocab", str(flat_vocab), "--out", str(flat_out), *base_args])[0] == 0
+    code, stdout, _ = run(
+        ["--images", str(photo_folder), "--vocab", str(grouped_vocab), "--out", str(grouped_out), *base_args]
+    )
+    assert code == 0
+
+    flat, grouped = json.loads(flat_out.read_text()), json.loads(grouped_out.read_text())
+    flat_names = {c["id"]: c["name"] for c in flat["categories"]}
+    expected = [
+        (a["image_id"], PROMPT_CLASS[flat_names[a["category_id"]]], a["segmentation"]["counts"])
+        for a in flat["annotations"]
+        if flat_names[a["category_id"]] in PROMPT_CLASS
+    ]
+    grouped_names = {c["id"]: c["name"] for c in grouped["categories"]}
+    assert list(grouped_names.values()) == ["person", "dog", "cup"]  # file order, no background
+    found = [
+        (a["image_id"], grouped_names[a["category_id"]], a["segmentation"]["counts"]) for a in grouped["annotations"]
+    ]
+    assert found == expected
+    # SAM's random-init masks are specks spread over the image, so one prompt wins them all here; the mix
+    # of classes and background is checked on object-like masks in tests/labelling/test_vocabulary_runs.py
+    dropped = len(flat["annotations"]) - len(expected)
+    assert len(flat["annotations"]) > 0
+    assert (f"masks won by background prompts (not written): {dropped}" in stdout) == (dropped > 0)
+    report = json.loads(Path(f"{grouped_out}.report.json").read_text())
+    by_prompt = {p: sum(flat_names[a["category_id"]] == p for a in flat["annotations"]) for p in ("sky", "wall")}
+    assert report["dropped_as_background"] == {"masks": dropped, "by_prompt": by_prompt}
+    assert grouped["info"]["dropped_as_background"] == by_prompt
+    settings = grouped["info"]["settings"]
+    assert settings["prompts"]["person"] == ["person", "man", "woman"] and settings["background"] == ["sky", "wall"]
+
+
+def test_imagenet_templates_are_recorded(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args) -> None:
+    out = tmp_path / "out.json"
+    argv = ["--images", str(photo_folder), "--vocab", str(vocab_file), "--out", str(out), *base_args]
+    assert run([*argv, "--templates", "imagenet"])[0] == 0
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert len(report["templates"]) == 80 and report["templates"][0] == "a bad photo of a {}."
+    code, _, err = run([*argv, "--templates", "imagenet", "--template", "a {}.", "--restart"])
+    assert code == 2 and "--template or --templates" in err
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("cup\nmug: cup\n", "line 2: the prompt 'cup' of 'mug' is already a prompt of 'cup'"),
+        ("cup\ndog:\n", "line 2: 'dog' has no prompt"),
+        ("dog: dog\ndog: puppy\n", "line 2: class 'dog' is declared again"),
+        ("background: sky\n", "line 1: 'background' is the only class"),
+    ],
+)
+def test_bad_vocabulary_is_refused_before_any_model_loads(
+    photo_folder: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    vocab = tmp_path / "v.txt"
+    vocab.write_text(text)
+    missing = str(tmp_path / "no_such_checkpoint.pth")  # loading any model would fail with another error
+    code, stdout, err = run(["--images", str(photo_folder), "--vocab", str(vocab), "--out", str(tmp_path / "o.json"),
+                             "--sam-checkpoint", missing, "--pretrained", missing, "--quiet"])  # fmt: skip
+    assert code == 2 and stdout == "" and message in err and str(vocab) in err
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "o.json.records").exists()
+
+
+def test_max_masks_per_image_keeps_the_highest_scores(photo_folder: Path, vocab_file: Path, tmp_path: Path, base_args):
+    """Per image, the capped run keeps exactly the two highest-scoring masks of the uncapped run."""
+    argv = ["--images", str(photo_folder), "--vocab", str(vocab_file), *base_args]
+    all_out, capped_out = tmp_path / "all.json", tmp_path / "capped.json"
+    assert run([*argv, "--out", str(all_out)])[0] == 0
+    assert run([*argv, "--out", str(capped_out), "--max-masks-per-image", "2"])[0] == 0
+    every = json.loads(all_out.read_text())["annotations"]
+    capped = json.loads(capped_out.read_text())["annotations"]
+    for image_id in {a["image_id"] for a in every}:
+        mine = [a for a in every if a["image_id"] == image_id]
+        scores = sorted((a["score"] for a in mine), reverse=True)
+        assert len(mine) > 2 and scores[1] > scores[2]  # a cap that has to choose, without a tie at the cut
+        kept = sorted(a["score"] for a in capped if a["image_id"] == image_id)
+        assert kept == sorted(scores[:2])

@@ -140,8 +140,11 @@ def _save(root: Path, folders: tuple[str, str, str], item_id: str, image: Image.
 
 
 @pytest.fixture(scope="module")
-def scorer(tiny_clip_checkpoint: Path):
-    return build_gem_scorer(model_name=TINY_CLIP_NAME, pretrained=str(tiny_clip_checkpoint), device="cpu")
+def scorer(clip_scale_100_checkpoint: Path):
+    """The tiny CLIP at a trained CLIP's logit scale, so that VOC pixels reach the 0.85 threshold."""
+    scorer = build_gem_scorer(model_name=TINY_CLIP_NAME, pretrained=str(clip_scale_100_checkpoint), device="cpu")
+    assert scorer.logit_scale == pytest.approx(100.0)
+    return scorer
 
 
 def _independent_prediction(scorer, image_rgb, class_names, size_hw, *, background_threshold):
@@ -175,7 +178,7 @@ def _independent_prediction(scorer, image_rgb, class_names, size_hw, *, backgrou
 def test_predictions_follow_the_documented_protocol(scorer, tmp_path: Path, dataset_name: str) -> None:
     dataset = load_dense_dataset(dataset_name, write_mini_set(tmp_path / dataset_name, dataset_name))
     threshold = 0.85 if dataset.has_background else None
-    predictor = DensePredictor(scorer=scorer, class_names=dataset.class_names, background_threshold=threshold)
+    predictor = DensePredictor(scorer=scorer, vocabulary=dataset.class_names, background_threshold=threshold)
     for item in dataset.items:
         image = np.asarray(Image.open(item.image).convert("RGB"))
         labels = dataset.read_labels(item)
@@ -183,16 +186,21 @@ def test_predictions_follow_the_documented_protocol(scorer, tmp_path: Path, data
             scorer, image, dataset.class_names, labels.shape, background_threshold=threshold
         )
         np.testing.assert_array_equal(predictor.predict(image, labels.shape), expected)
+        # not degenerate: several classes, and for VOC both background and shifted object classes
+        assert len(np.unique(expected)) >= 3
+        if threshold is not None:
+            assert 0 < (expected == 0).mean() < 1
     # coffee (64x96) is 448x672 at the model: two windows wide
     assert scorer.preprocess(np.zeros((64, 96, 3), np.uint8)).shape[-2:] == (448, 672)
 
 
 @pytest.mark.parametrize("dataset_name", ["voc", "context", "ade20k"])
-def test_cli_end_to_end(tiny_clip_checkpoint: Path, tmp_path: Path, scorer, dataset_name: str) -> None:
+def test_cli_end_to_end(clip_scale_100_checkpoint: Path, tmp_path: Path, scorer, dataset_name: str) -> None:
     root = write_mini_set(tmp_path / dataset_name, dataset_name)
     out = tmp_path / "report.json"
+    clip = str(clip_scale_100_checkpoint)
     argv = ["--dataset", dataset_name, "--root", str(root), "--method", "gem", "--out", str(out), "--quiet",
-            "--clip-model", TINY_CLIP_NAME, "--pretrained", str(tiny_clip_checkpoint), "--device", "cpu"]  # fmt: skip
+            "--clip-model", TINY_CLIP_NAME, "--pretrained", clip, "--device", "cpu"]  # fmt: skip
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert main(argv) == 0
@@ -202,7 +210,7 @@ def test_cli_end_to_end(tiny_clip_checkpoint: Path, tmp_path: Path, scorer, data
     assert len(report["per_class_iou"]) == dataset.n_classes
     # the report's mIoU, recomputed here from the predictions and labels with plain numpy
     threshold = 0.85 if dataset.has_background else None
-    predictor = DensePredictor(scorer=scorer, class_names=dataset.class_names, background_threshold=threshold)
+    predictor = DensePredictor(scorer=scorer, vocabulary=dataset.class_names, background_threshold=threshold)
     tp = np.zeros(dataset.n_classes)
     fp = np.zeros(dataset.n_classes)
     fn = np.zeros(dataset.n_classes)
@@ -256,8 +264,8 @@ def test_missing_and_unreadable_files_are_counted(scorer, tmp_path: Path) -> Non
     (root / "JPEGImages" / "img_b.jpg").unlink()
     (root / "SegmentationClass" / "img_c.png").write_bytes(b"not a png")
     dataset = load_dense_dataset("voc", root)
-    predictor = DensePredictor(scorer=scorer, class_names=dataset.class_names, background_threshold=0.85)
-    task = DenseEvalTask(dataset="voc", root=str(root), class_names=None, slide=SlidingWindow(), predictor=predictor)
+    predictor = DensePredictor(scorer=scorer, vocabulary=dataset.class_names, background_threshold=0.85)
+    task = DenseEvalTask(dataset="voc", root=str(root), slide=SlidingWindow(), predictor=predictor)
     report = evaluate_dense(task, progress=False)
     assert report["n_images"] == 1
     assert [entry["image_id"] for entry in report["missing"]] == ["img_b"]
@@ -283,8 +291,8 @@ METRIC_KEYS = ("miou", "per_class_iou", "pixel_accuracy", "n_images", "missing",
 def test_interrupted_run_resumes_to_the_same_report(scorer, tmp_path: Path) -> None:
     root = write_mini_set(tmp_path / "ade", "ade20k")
     dataset = load_dense_dataset("ade20k", root)
-    predictor = DensePredictor(scorer=scorer, class_names=dataset.class_names, background_threshold=None)
-    task = DenseEvalTask(dataset="ade20k", root=str(root), class_names=None, slide=SlidingWindow(), predictor=predictor)
+    predictor = DensePredictor(scorer=scorer, vocabulary=dataset.class_names, background_threshold=None)
+    task = DenseEvalTask(dataset="ade20k", root=str(root), slide=SlidingWindow(), predictor=predictor)
     whole = evaluate_dense(task, progress=False, out_path=tmp_path / "whole.json", settings={"s": 1})
 
     interrupted = task.__class__(**{**task.__dict__, "predictor": Interrupting(predictor, stop_at=3)})
@@ -299,7 +307,8 @@ def test_interrupted_run_resumes_to_the_same_report(scorer, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_ray_with_two_workers_gives_the_same_report(scorer, tiny_clip_checkpoint: Path, tmp_path: Path) -> None:
+def test_ray_with_two_workers_gives_the_same_report(scorer, clip_scale_100_checkpoint: Path, tmp_path: Path) -> None:
+    tiny_clip_checkpoint = clip_scale_100_checkpoint  # the scorer's weights
     pytest.importorskip("ray.data", reason="Ray is an optional extra: pip install gem_sam[ray]")
     root = write_mini_set(tmp_path / "context", "context")
     model = ModelSpec(
@@ -308,7 +317,7 @@ def test_ray_with_two_workers_gives_the_same_report(scorer, tiny_clip_checkpoint
         device="cpu",
         clip_config_paths=(str(tiny_clip_checkpoint.parent / "configs"),),
     )
-    task = DenseEvalTask(dataset="context", root=str(root), class_names=None, slide=SlidingWindow(), model=model)
+    task = DenseEvalTask(dataset="context", root=str(root), slide=SlidingWindow(), model=model)
     single = evaluate_dense(task, progress=False)
     on_ray = evaluate_dense(task, progress=False, out_path=tmp_path / "ray.json", use_ray=True, workers=2)
     assert {key: on_ray[key] for key in METRIC_KEYS} == {key: single[key] for key in METRIC_KEYS}
@@ -361,3 +370,79 @@ def test_paper_number_only_in_the_papers_setting(
         method=method, clip_model=model, pretrained=pretrained, config=config, slide=slide, class_names=class_names
     )
     assert found == differences
+
+
+def test_class_names_with_several_prompts_and_background(scorer, tmp_path: Path) -> None:
+    """A dense class with two prompts is the pixel-wise maximum of the two prompts' maps; a background
+    prompt that wins a pixel makes it background (VOC) or no prediction (others)."""
+    from gem_sam.naming.vocabulary import Vocabulary
+
+    image = np.asarray(small_photo("coffee.png", long_side=96).convert("RGB"))
+    size_hw = image.shape[:2]
+    prompts = ("cup", "mug", "table", "sky")
+    single = DensePredictor(scorer=scorer, vocabulary=prompts, background_threshold=None).similarity(image, size_hw)
+    grouped_vocabulary = Vocabulary(classes=("cup", "table"), prompts=(("cup", "mug"), ("table",)), background=("sky",))
+    grouped = DensePredictor(scorer=scorer, vocabulary=grouped_vocabulary, background_threshold=None)
+    similarity = grouped.similarity(image, size_hw)
+    torch.testing.assert_close(similarity[0], torch.maximum(single[0], single[1]))
+    torch.testing.assert_close(similarity[1:], single[2:])
+    predictions = grouped.predict(image, size_hw)
+    by_hand = similarity.argmax(dim=0).numpy()
+    assert set(np.unique(by_hand)) == {0, 1, 2}  # both classes and the background win pixels
+    np.testing.assert_array_equal(predictions, np.where(by_hand == 2, NO_PREDICTION, by_hand))
+    voc_like = DensePredictor(scorer=scorer, vocabulary=grouped_vocabulary, background_threshold=0.0)
+    np.testing.assert_array_equal(voc_like.predict(image, size_hw), np.where(by_hand == 2, 0, by_hand + 1))
+
+
+class HandMasks:
+    """A mask generator that proposes given masks (``generate`` as GridMaskGenerator's)."""
+
+    def __init__(self, masks: list[np.ndarray]) -> None:
+        from gem_sam.mask_ops import encode_rle
+
+        self.records = [{"segmentation": encode_rle(m), "area": int(m.sum())} for m in masks]
+
+    def generate(self, image_rgb: np.ndarray) -> list[dict]:
+        return self.records
+
+
+@pytest.mark.parametrize("threshold", [None, 0.85])
+def test_gem_sam_paints_the_smallest_mask_and_leaves_uncovered_pixels(scorer, threshold) -> None:
+    """The dense gem-sam rule, worked out with a painter's algorithm: masks painted from the largest to
+    the smallest with the class of their mean similarity; pixels no mask covers predict nothing
+    (background for VOC)."""
+    image = np.asarray(small_photo("astronaut.png", long_side=64).convert("RGB"))
+    size_hw = image.shape[:2]
+    names = ("person", "cup", "rocket", "plant", "sky")
+    plain = DensePredictor(scorer=scorer, vocabulary=names, background_threshold=threshold)
+    similarity = plain.similarity(image, size_hw)  # [C, H, W]
+
+    def mask_class(mask: np.ndarray) -> int:
+        means = similarity[:, torch.from_numpy(mask)].mean(dim=1)  # [C]
+        best = int(means.argmax())
+        if threshold is None:
+            return best
+        return 0 if float((means * scorer.logit_scale).softmax(dim=0).max()) < threshold else best + 1
+
+    masks = [np.zeros(size_hw, dtype=bool) for _ in range(3)]
+    masks[0][0:40, 0:40] = True  # 1600 px
+    masks[1][20:60, 20:50] = True  # 1200 px, overlaps the first
+    # a 3x3 mask inside the overlap of the two, where the map names something else than the large masks
+    for top, left in ((r, c) for r in range(20, 37) for c in range(20, 37)):
+        small = np.zeros(size_hw, dtype=bool)
+        small[top : top + 3, left : left + 3] = True
+        if mask_class(small) not in (mask_class(masks[0]), mask_class(masks[1])):
+            masks[2] = small
+            break
+    assert masks[2].any(), "no spot of another class inside the overlap"
+    expected = np.full(size_hw, 0 if threshold is not None else NO_PREDICTION, dtype=np.int64)
+    classes = []
+    for mask in sorted(masks, key=lambda m: -int(m.sum())):
+        classes.append(mask_class(mask))
+        expected[mask] = classes[-1]
+    with_sam = DensePredictor(
+        scorer=scorer, vocabulary=names, background_threshold=threshold, mask_generator=HandMasks(masks)
+    )
+    np.testing.assert_array_equal(with_sam.predict(image, size_hw), expected)
+    assert (expected == (0 if threshold is not None else NO_PREDICTION)).any()  # uncovered pixels exist
+    assert len(set(classes)) >= 2, classes  # the masks' classes differ, so the painting order matters

@@ -97,3 +97,16 @@ def test_min_similarity_needs_similarities() -> None:
             similarities=None,
             controls=QualityControls(min_similarity=0),
         )
+
+
+def test_drop_parts_keeps_parts_of_another_class() -> None:
+    """A cup inside a person's box is not a part of the person; a shirt of the person class is."""
+    person, cup, shirt = box(0, 0, 10, 10), box(2, 2, 5, 5), box(6, 0, 9, 10)
+    kept = select_masks(
+        classes=[0, 1, 0],
+        scores=[0.5, 0.6, 0.7],
+        segmentations=[person, cup, shirt],
+        similarities=None,
+        controls=QualityControls(drop_parts=0.9),
+    )
+    assert kept == [0, 1]

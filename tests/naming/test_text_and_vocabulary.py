@@ -23,7 +23,8 @@ from gem_sam.naming.vocabulary import parse_vocabulary, read_vocabulary
     ],
 )
 def test_parse_vocabulary(text: str, expected: list[str]) -> None:
-    assert parse_vocabulary(text) == expected
+    vocabulary = parse_vocabulary(text)
+    assert list(vocabulary.classes) == expected and vocabulary.is_flat
 
 
 @pytest.mark.parametrize(
@@ -31,8 +32,8 @@ def test_parse_vocabulary(text: str, expected: list[str]) -> None:
     [
         ("", "empty"),
         ("# only comments\n\n", "empty"),
-        ("cat\ndog\ncat\n", "line 3 repeats 'cat' from line 1"),
-        ("# c\n\ncat\n\ncat\n", "line 5 repeats 'cat' from line 3"),
+        ("cat\ndog\ncat\n", "line 3: class 'cat' is declared again"),
+        ("# c\n\ncat\n\ncat\n", "line 5: class 'cat' is declared again"),
     ],
 )
 def test_bad_vocabulary(text: str, message: str) -> None:
