@@ -252,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         reference = run_in_process("reference", scenario_args, settings)
         ours = run_in_process("ours", scenario_args, settings)
         # an empty reference (no random-init mask survives) is compared too, and reported as such
-        parities = [
-            compare_mask_records(a, b, allow_empty=True) for a, b in zip(ours["records"], reference["records"], strict=True)
-        ]
+        pairs = zip(ours["records"], reference["records"], strict=True)
+        parities = [compare_mask_records(a, b, allow_empty=True) for a, b in pairs]
         ref_amg, our_amg = np.mean(reference["amg_seconds"]), np.mean(ours["amg_seconds"])
         ref_all = ref_amg + np.mean(reference["label_seconds"])
         our_all = our_amg + np.mean(ours["label_seconds"])
