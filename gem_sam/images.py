@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -57,19 +58,20 @@ def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as HxWx3 uint8 RGB, EXIF orientation applied.
+def load_image(path: str | os.PathLike | io.BytesIO) -> np.ndarray:
+    """Read an image (a file, or its bytes in a ``BytesIO``) as HxWx3 uint8 RGB, EXIF orientation applied.
 
     Raises ``ImageReadError`` for a missing, empty, truncated, too large or non-image file.
     """
-    path = Path(path)
+    source = path if isinstance(path, io.BytesIO) else Path(path)
     try:
-        if path.stat().st_size == 0:
+        size = source.getbuffer().nbytes if isinstance(source, io.BytesIO) else source.stat().st_size
+        if size == 0:
             raise ImageReadError("the file is empty (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image = ImageOps.exif_transpose(image)
                 array = _to_uint8_rgb(image)
     except ImageReadError:

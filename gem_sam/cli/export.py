@@ -20,7 +20,7 @@ from ..export.stats import ExportStats
 from ..export.yolo import export_yolo_seg
 from .args import USER_ERRORS, add_quality_arguments, quality_from_args
 
-FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic", "fiftyone")
+FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic", "fiftyone", "label-studio")
 FOLDER_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic")  # write --out with images
 SPLIT_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons")
 
@@ -31,8 +31,9 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
         prog=prog,
         description=(
             "Export the COCO file of a gem_sam.label run: yolo-seg (Ultralytics dataset layout), coco-polygons "
-            "(polygon segmentations), semantic (one PNG label map per image) or fiftyone (a FiftyOne dataset to "
-            "browse). The dataset quality controls can be applied on the way."
+            "(polygon segmentations), semantic (one PNG label map per image), fiftyone (a FiftyOne dataset to "
+            "browse) or label-studio (tasks with brush predictions and a labelling config, to review). The dataset "
+            "quality controls can be applied on the way."
         ),
     )
     parser.add_argument("annotations", metavar="ANNOTATIONS_JSON", help="the COCO file that gem_sam.label wrote")
@@ -83,6 +84,17 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
         "(default: score)",
     )
     parser.add_argument("--dataset-name", metavar="NAME", help="fiftyone: dataset name (default: the file's stem)")
+    parser.add_argument(
+        "--document-root",
+        metavar="DIR",
+        help="label-studio: the folder Label Studio serves local files from (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT); "
+        "image URLs are /data/local-files/?d=<path under it> (default: the labelled folder)",
+    )
+    parser.add_argument(
+        "--image-url-prefix",
+        metavar="URL",
+        help="label-studio: images are served elsewhere: their URL is this prefix + the file name",
+    )
     add_quality_arguments(parser)
     parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
     return parser
@@ -97,6 +109,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export
         parser.error(f"--copy-images applies to --to {', '.join(FOLDER_FORMATS)}")
     if args.val_fraction is not None and args.to not in SPLIT_FORMATS:
         parser.error(f"--val-fraction applies to --to {', '.join(SPLIT_FORMATS)}")
+    if (args.document_root or args.image_url_prefix) and args.to != "label-studio":
+        parser.error("--document-root and --image-url-prefix apply to --to label-studio")
+    if args.document_root and args.image_url_prefix:
+        parser.error("give --document-root or --image-url-prefix, not both")
     try:
         if args.min_polygon_area < 0:
             raise ValueError(f"--min-polygon-area {args.min_polygon_area:g} must be 0 or more")
@@ -106,6 +122,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export
             name = args.dataset_name or Path(args.annotations).stem
             _, stats = load_fiftyone_dataset(run, name=name, overwrite=args.overwrite)
             destination = f"FiftyOne dataset {name!r} (open it with: fiftyone app launch {name})"
+        elif args.to == "label-studio":
+            from ..review.label_studio import export_label_studio, label_studio_tasks
+
+            out_dir = prepare_out_dir(args.out, overwrite=args.overwrite)
+            root = Path(args.document_root) if args.document_root else None
+            tasks = label_studio_tasks(run, document_root=root, image_url_prefix=args.image_url_prefix)
+            start_export(out_dir, export_format=args.to)
+            stats = export_label_studio(run, out_dir, tasks=tasks)
+            destination = f"{out_dir} (label_config.xml, tasks.json)"
         else:
             # every check before the first write: a refused export leaves --out as it was
             out_dir = prepare_out_dir(args.out, overwrite=args.overwrite)

@@ -47,14 +47,7 @@ def build_parser(*, prog: str = "python -m gem_sam.label") -> argparse.ArgumentP
     )
     io = parser.add_argument_group("input and output")
     io.add_argument("--images", required=True, metavar="DIR", help="folder of images, searched recursively")
-    io.add_argument(
-        "--vocab",
-        required=True,
-        metavar="FILE",
-        help="the vocabulary: a text file with one class per line, or 'class: prompt, prompt, ...' to give a class "
-        "several prompts, and 'background: sky, wall, ...' for prompts whose masks are not written ('#' lines "
-        "ignored); or a CaptionOntology .json {\"prompt\": \"class\"}; or a .yaml with 'classes:' and 'background:'",
-    )
+    add_vocabulary_argument(io)
     io.add_argument(
         "--out", default="annotations.json", metavar="FILE", help="COCO JSON file to write (default: annotations.json)"
     )
@@ -67,10 +60,28 @@ def build_parser(*, prog: str = "python -m gem_sam.label") -> argparse.ArgumentP
     )
     io.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    run = add_labeller_arguments(parser)
+    add_ray_arguments(run, what="label")
+    parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
+    return parser
+
+
+def add_vocabulary_argument(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--vocab",
+        required=True,
+        metavar="FILE",
+        help="the vocabulary: a text file with one class per line, or 'class: prompt, prompt, ...' to give a class "
+        "several prompts, and 'background: sky, wall, ...' for prompts whose masks are not written ('#' lines "
+        "ignored); or a CaptionOntology .json {\"prompt\": \"class\"}; or a .yaml with 'classes:' and 'background:'",
+    )
+
+
+def add_labeller_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Models, generator settings, quality controls, --min-score and --device; returns the last group."""
     add_scorer_arguments(parser)
     add_generator_arguments(parser)
     add_quality_arguments(parser)
-
     run = parser.add_argument_group("labelling and device")
     run.add_argument(
         "--min-score",
@@ -79,9 +90,25 @@ def build_parser(*, prog: str = "python -m gem_sam.label") -> argparse.ArgumentP
         help="drop masks whose class probability (softmax over the vocabulary) is below this (default: 0, keep all)",
     )
     add_device_argument(run)
-    add_ray_arguments(run, what="label")
-    parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
-    return parser
+    return run
+
+
+def labeller_spec_from_args(args: argparse.Namespace) -> LabellerSpec:
+    """The labeller of the options (the vocabulary is read, and checked, first)."""
+    vocabulary = read_vocabulary(args.vocab)
+    check_path_options(args, method=args.method)
+    return LabellerSpec(
+        vocabulary=vocabulary,
+        clip_model=args.clip_model,
+        pretrained=args.pretrained,
+        method=args.method,
+        scorer_options=scorer_options(args),
+        sam_model=args.sam_model,
+        sam_checkpoint=args.sam_checkpoint,
+        generator=generator_config(args.sam_model, **generator_settings(args)),
+        labelling=LabelConfig(**given(args, ["min_score"]), quality=quality_from_args(args)),
+        device=args.device,
+    )
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.label") -> int:
@@ -90,19 +117,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.label"
     try:
         require_folder(args.images, option="--images")
         require_writable_file(args.out, option="--out")
-        check_path_options(args, method=args.method)
-        spec = LabellerSpec(
-            vocabulary=read_vocabulary(args.vocab),
-            clip_model=args.clip_model,
-            pretrained=args.pretrained,
-            method=args.method,
-            scorer_options=scorer_options(args),
-            sam_model=args.sam_model,
-            sam_checkpoint=args.sam_checkpoint,
-            generator=generator_config(args.sam_model, **generator_settings(args)),
-            labelling=LabelConfig(**given(args, ["min_score"]), quality=quality_from_args(args)),
-            device=args.device,
-        )
+        spec = labeller_spec_from_args(args)
         run_options = {
             "images_dir": args.images,
             "out_path": args.out,

@@ -31,6 +31,11 @@ COMMANDS: dict[str, Command] = {
     "evaluate-dense": Command(
         "gem_sam.cli.evaluate_dense", "mIoU on Pascal VOC, Pascal Context and ADE20K (Tables 1, 2, 4, 6)"
     ),
+    "import-reviewed": Command(
+        "gem_sam.cli.import_reviewed",
+        "Label Studio's export after review -> a gem_sam COCO file",
+    ),
+    "serve": Command("gem_sam.cli.serve", "a Label Studio ML backend that predicts gem_sam's masks"),
 }
 
 

@@ -13,7 +13,8 @@ import pytest
 from gem_sam.cli import COMMANDS
 
 MODULES = {"label": "gem_sam.label", "export": "gem_sam.export", "evaluate": "gem_sam.evaluate",
-           "evaluate-dense": "gem_sam.evaluate_dense"}  # fmt: skip
+           "evaluate-dense": "gem_sam.evaluate_dense", "import-reviewed": "gem_sam.import_reviewed",
+           "serve": "gem_sam.serve"}  # fmt: skip
 
 
 def gem_sam_script() -> str:
