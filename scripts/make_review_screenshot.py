@@ -13,11 +13,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` and ``pip install selenium``
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,40 +31,10 @@ from gem_sam import AutoLabeller, GemScorer, label_folder  # noqa: E402
 from gem_sam.cli.export import main as export  # noqa: E402
 from gem_sam.naming.scorer import ScorerConfig  # noqa: E402
 from tests.conftest import SKIMAGE_DATA  # noqa: E402
+from tests.label_studio_server import EMAIL, PASSWORD, TOKEN, free_port, start_label_studio, stop  # noqa: E402
 from tests.region_masks import RegionMaskGenerator  # noqa: E402
 
 VOCABULARY = ["cup", "saucer", "table", "spoon"]
-EMAIL, PASSWORD, TOKEN = "reviewer@example.com", "reviewer-password", "gem-sam-screenshot-token"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_label_studio(data: Path, root: Path, port: int) -> subprocess.Popen:
-    executable = os.environ.get("GEM_SAM_LABEL_STUDIO", str(REPO / ".venv-label-studio" / "bin" / "label-studio"))
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "PYTHON"))}
-    env.update(
-        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
-        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
-        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
-        LABEL_STUDIO_BASE_DATA_DIR=str(data),
-    )
-    process = subprocess.Popen(
-        [executable, "start", "--no-browser", "--port", str(port), "--data-dir", str(data),
-         "--username", EMAIL, "--password", PASSWORD, "--user-token", TOKEN],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                return process
-        time.sleep(1)
-    process.kill()
-    raise RuntimeError("Label Studio did not start")
 
 
 def api(url: str, method: str, path: str, **kwargs) -> dict:
@@ -123,7 +89,7 @@ def main() -> None:
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process = start_label_studio(data, root, port)
+        process = start_label_studio(data=data, document_root=root, port=port, log=folder / "label_studio.log")
         try:
             config = (folder / "ls" / "label_config.xml").read_text()
             project = api(url, "POST", "/api/projects", json={"title": "gem_sam review", "label_config": config})["id"]
@@ -136,8 +102,7 @@ def main() -> None:
             screenshot(url, f"/projects/{project}/data?task={task}", out)
             print(f"wrote {out}")
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop(process)
 
 
 if __name__ == "__main__":

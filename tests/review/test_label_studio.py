@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,29 +27,10 @@ from gem_sam.cli.import_reviewed import main as import_main
 from gem_sam.mask_ops import decode_rle
 
 from ..conftest import TINY_CLIP_NAME, TINY_SAM_NAME, small_photo
+from ..label_studio_server import REPO, TOKEN, free_port, start_label_studio, stop, wait_until_up
 from ..region_masks import RegionMaskGenerator
 
-REPO = Path(__file__).resolve().parents[2]
-TOKEN = "gem-sam-test-token-0123456789"
 VOCABULARY = ["person", "cup", "cat"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, *, seconds: float, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s:\n{log.read_text()[-3000:]}")
 
 
 @dataclass
@@ -75,37 +54,13 @@ class LabelStudio:
 
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory: pytest.TempPathFactory):
-    executable = os.environ.get("GEM_SAM_LABEL_STUDIO", str(REPO / ".venv-label-studio" / "bin" / "label-studio"))
-    assert Path(executable).exists(), f"{executable} is missing: run scripts/setup_env.sh (it installs Label Studio)"
     data, root = tmp_path_factory.mktemp("ls_data"), tmp_path_factory.mktemp("ls_root")
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "PYTHON"))}
-    env.update(
-        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
-        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
-        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
-        LABEL_STUDIO_BASE_DATA_DIR=str(data),
-        DJANGO_DB="sqlite",
-        # the ML backend runs on this machine: let Label Studio call a loopback address
-        SSRF_PROTECTION_ENABLED="false",
-        USE_DEFAULT_BANNED_SUBNETS="false",
-    )
-    log = data / "label_studio.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [executable, "start", "--no-browser", "--port", str(port), "--data-dir", str(data),
-             "--username", "reviewer@example.com", "--password", "reviewer-password", "--user-token", TOKEN],
-            stdout=output, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    process = start_label_studio(data=data, document_root=root, port=port, log=data / "label_studio.log")
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", process, seconds=600, log=log)
         yield LabelStudio(url=f"http://127.0.0.1:{port}", document_root=root)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @pytest.fixture(scope="module")

