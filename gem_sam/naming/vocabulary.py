@@ -198,8 +198,7 @@ def parse_vocabulary(text: str) -> Vocabulary:
             continue
         if ":" in line:
             name, _, listed = line.partition(":")
-            prompts = listed.split(",") if listed.strip() else []
-            builder.add(name, [prompt for prompt in prompts] if prompts else [], line=number)
+            builder.add(name, listed.split(",") if listed.strip() else [], line=number)
         elif line == BACKGROUND:
             raise VocabularyError(
                 f"line {number}: {BACKGROUND!r} is reserved for background prompts; write 'background: sky, wall, ...'"
