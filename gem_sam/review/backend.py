@@ -26,8 +26,7 @@ import numpy as np
 
 from ..images import ImageReadError, load_image
 from ..labelling.pipeline import AutoLabeller
-from ..mask_ops import decode_rle
-from .label_studio import BRUSH_NAME, IMAGE_NAME, LOCAL_FILES_URL, brush_region
+from .label_studio import BRUSH_NAME, IMAGE_NAME, LOCAL_FILES_URL, prediction
 
 MAX_IMAGE_BYTES = 200 * 2**20  # larger downloads are refused
 
@@ -134,14 +133,8 @@ class PredictionService:
             raise BackendError(f"task {task.get('id')!r} has no data.{IMAGE_NAME} URL", status=422)
         image = self.source.read(url)
         annotations = self.labeller.label(image)
-        classes = self.labeller.classes
-        regions = []
-        for index, annotation in enumerate(annotations):
-            mask = decode_rle(annotation["segmentation"])
-            class_name = classes[annotation["class_index"]]
-            regions.append(brush_region(mask, class_name, score=annotation["score"], region_id=f"gs-{index}"))
-        mean = sum(region["score"] for region in regions) / len(regions) if regions else 0.0
-        return {"model_version": self.version, "score": mean, "result": regions}
+        names = [self.labeller.classes[annotation["class_index"]] for annotation in annotations]
+        return prediction(annotations, names, version=self.version, id_prefix="gs")
 
 
 def create_app(service: PredictionService):  # noqa: ANN201 - a Starlette application

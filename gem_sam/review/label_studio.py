@@ -78,17 +78,15 @@ def brush_region(mask: np.ndarray, class_name: str, *, score: float, region_id: 
 
 
 def prediction(
-    annotations: Sequence[dict[str, Any]], names: Sequence[str], *, version: str, id_prefix: str
+    annotations: Sequence[dict[str, Any]], class_names: Sequence[str], *, version: str, id_prefix: str
 ) -> dict[str, Any]:
-    """A Label Studio prediction of one image's COCO annotations (RLE masks, ``category_id``, ``score``)."""
+    """A Label Studio prediction of one image's masks: ``annotations`` with an RLE ``segmentation`` and a
+    ``score``, ``class_names`` the class of each."""
     regions = [
         brush_region(
-            decode_rle(annotation["segmentation"]),
-            names[annotation["category_id"] - 1],
-            score=annotation["score"],
-            region_id=f"{id_prefix}-{index}",
+            decode_rle(annotation["segmentation"]), name, score=annotation["score"], region_id=f"{id_prefix}-{index}"
         )
-        for index, annotation in enumerate(annotations)
+        for index, (annotation, name) in enumerate(zip(annotations, class_names, strict=True))
     ]
     mean = sum(region["score"] for region in regions) / len(regions) if regions else 0.0
     return {"model_version": version, "score": mean, "result": regions}
@@ -125,7 +123,14 @@ def label_studio_tasks(
         tasks.append(
             {
                 "data": {IMAGE_NAME: url, "gem_sam_file_name": file_name},
-                "predictions": [prediction(annotations, run.names, version=version, id_prefix=f"gs{image['id']}")],
+                "predictions": [
+                    prediction(
+                        annotations,
+                        [run.names[a["category_id"] - 1] for a in annotations],
+                        version=version,
+                        id_prefix=f"gs{image['id']}",
+                    )
+                ],
             }
         )
     return tasks
