@@ -59,6 +59,14 @@ def mask_bbox_xywh(mask: np.ndarray) -> list[float]:
     return [float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]
 
 
+def sam_bbox_xywh(mask: np.ndarray) -> list[int]:
+    """SAM's box [x, y, w, h] of the foreground, as its generators record it: the inclusive right and
+    bottom pixel indices minus the left and top (``batched_mask_to_box`` + ``box_xyxy_to_xywh``), so a
+    one-pixel mask is 0 wide; zeros if empty."""
+    box = mask_bbox_xywh(mask)
+    return [int(box[0]), int(box[1]), max(0, int(box[2]) - 1), max(0, int(box[3]) - 1)]
+
+
 def linear_upsampling_matrix(out_size: int, in_size: int) -> torch.Tensor:
     """[out_size, in_size] matrix U with ``U @ v`` = 1-D linear resize of v (align_corners=False).
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from gem_sam.sam.parity import ParityReport, check_parity, traced_reference_masks
 from gem_sam.sam.sam1_model import SamArchitecture, build_sam_model, register_sam_architecture
 from gem_sam.sam.sam2_model import build_sam2_model
 
@@ -131,6 +133,44 @@ def sam2_t_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_t_random.pt"
     torch.save({"model": scaled_sam2().state_dict()}, path)
     return path
+
+
+PARITY_REPORTS: list[tuple[str, ParityReport]] = []  # each parity check of the run, listed at its end
+
+
+def assert_reference_parity(
+    ours: list[dict], reference_generator, image: np.ndarray, *, allow_empty: bool = False
+) -> ParityReport:
+    """Our records (or COCO annotations) for ``image`` against ``reference_generator``'s
+    (``SamAutomaticMaskGenerator`` or ``SAM2AutomaticMaskGenerator``) by the parity criterion of
+    ``gem_sam.sam.parity``; what it explained is listed at the end of the test run. An empty reference
+    is refused unless ``allow_empty``."""
+    reference, trace = traced_reference_masks(reference_generator, image)
+    report = check_parity(ours, reference, trace, allow_empty=allow_empty)
+    PARITY_REPORTS.append((os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0], report))
+    assert report.holds(), report
+    return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Per parity test, the criterion's reports added up (a test may compare several images)."""
+    if not PARITY_REPORTS:
+        return
+    terminalreporter.section("mask generator parity: what the criterion explained")
+    tests: dict[str, list[ParityReport]] = {}
+    for test, report in PARITY_REPORTS:
+        tests.setdefault(test, []).append(report)
+    for test, reports in tests.items():
+        total = ParityReport(
+            matched=sum(r.matched for r in reports),
+            ours_only=sum(r.ours_only for r in reports),
+            reference_only=sum(r.reference_only for r in reports),
+            differing_pixels=sum(r.differing_pixels for r in reports),
+            carried_pixels=sum(r.carried_pixels for r in reports),
+            max_iou_difference=max(r.max_iou_difference for r in reports),
+            unexplained=tuple(line for r in reports for line in r.unexplained),
+        )
+        terminalreporter.write_line(f"{test} ({len(reports)} image(s)): {total}")
 
 
 # Generator settings loose enough that many random-init masks survive (NMS at 1.0 keeps all boxes).

@@ -15,6 +15,7 @@ from gem_sam.mask_ops import (
     min_max_scale,
     pool_in_masks,
     rle_area,
+    sam_bbox_xywh,
 )
 
 
@@ -52,6 +53,26 @@ def test_rle_round_trip_area_and_box(kind: str, area: int, bbox: list[float]) ->
     np.testing.assert_array_equal(decode_rle(rle), mask)
     assert rle_area(rle) == area == int(mask.sum())
     assert mask_bbox_xywh(mask) == bbox
+
+
+@pytest.mark.parametrize(
+    "kind,bbox",
+    [
+        ("empty", [0, 0, 0, 0]),
+        ("full", [0, 0, 8, 6]),
+        ("one_pixel", [5, 3, 0, 0]),
+        ("corner", [0, 0, 0, 0]),
+        ("block", [1, 2, 6, 2]),
+        ("ring", [1, 1, 6, 4]),
+    ],
+)
+def test_sam_box_is_what_sams_generators_record(kind: str, bbox: list[int]) -> None:
+    """By hand (right and bottom indices minus left and top), and by segment-anything's own functions."""
+    from segment_anything.utils.amg import batched_mask_to_box, box_xyxy_to_xywh
+
+    mask = _mask(kind)
+    assert sam_bbox_xywh(mask) == bbox
+    assert box_xyxy_to_xywh(batched_mask_to_box(torch.from_numpy(mask))).tolist() == bbox
 
 
 @pytest.mark.parametrize("out_size,in_size", [(5, 5), (16, 4), (7, 3), (3, 7), (1, 1), (480, 30)])

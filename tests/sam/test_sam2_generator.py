@@ -24,11 +24,19 @@ from gem_sam.sam import (
     load_sam,
     load_sam2,
 )
-from gem_sam.sam.parity import compare_mask_records
 from gem_sam.sam.point_decoder import PointPromptDecoder
 
 from ..cli.test_label import run as run_label
-from ..conftest import LOOSE_SETTINGS, TINY_CLIP_NAME, rgb_photo, scaled_sam2, self_evaluation, tiny_sam
+from ..conftest import (
+    LOOSE_SETTINGS,
+    TINY_CLIP_NAME,
+    assert_reference_parity,
+    rgb_photo,
+    scaled_sam2,
+    self_evaluation,
+    tiny_sam,
+)
+from ..labelling.test_scale_and_trust import assert_same_annotations
 
 # Loose enough that random-init masks survive (their predicted IoUs are near 0.5); crop NMS off so
 # that the full-image layer's masks survive next to the crops'.
@@ -41,16 +49,16 @@ def hiera_t():
 
 
 def same_masks(model, image: np.ndarray, **settings) -> list[dict]:
-    """Our records, after checking them against the reference's: the same masks (IoU 1.0), boxes and
-    prompt points, scores within float rounding (``parity.SCORE_ROUNDING``); never an empty comparison."""
+    """Our records, after checking them against the reference's by the parity criterion
+    (``gem_sam.sam.parity``); never an empty comparison."""
     config = Sam2GeneratorConfig(**settings)
     ours = GridMaskGenerator(model, config=config).generate(image)
-    reference = SAM2AutomaticMaskGenerator(model, output_mode="coco_rle", **config.reference_kwargs()).generate(image)
-    parity = compare_mask_records(ours, reference)
-    assert parity.holds(), parity
+    reference = SAM2AutomaticMaskGenerator(model, output_mode="coco_rle", **config.reference_kwargs())
+    assert_reference_parity(ours, reference, image)
     return ours
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize(
     "settings",
     [
@@ -67,6 +75,7 @@ def test_same_masks_as_sam2_hiera_t(hiera_t, settings: dict) -> None:
     assert len(ours) >= 10
 
 
+@pytest.mark.parity
 def test_same_masks_as_sam2_hiera_s() -> None:
     ours = same_masks(scaled_sam2("sam2.1_hiera_s"), rgb_photo("coffee.png", long_side=160), **SAM2_LOOSE)
     assert len(ours) >= 10
@@ -175,7 +184,7 @@ def test_build_from_checkpoint_file_gives_the_same_masks(sam2_t_checkpoint, hier
     )
     assert isinstance(generator.config, Sam2GeneratorConfig)
     expected = GridMaskGenerator(hiera_t, config=Sam2GeneratorConfig(**settings)).generate(image)
-    assert compare_mask_records(generator.generate(image), expected).holds(score_tolerance=0.0)
+    assert expected and generator.generate(image) == expected  # the same weights and code: identical records
 
 
 def test_checkpoint_of_another_model_is_named(sam2_t_checkpoint, tmp_path) -> None:
@@ -249,7 +258,8 @@ def test_label_cli_help_and_family_errors(tmp_path, photo_folder, vocab_file) ->
     assert code == 2 and "multimask_output: SAM 2 setting(s), but vit_b is a SAM 1 model" in stderr
 
 
-def test_ray_labelling_with_sam2(photo_folder, tmp_path, tiny_clip_checkpoint, sam2_t_checkpoint) -> None:
+@pytest.mark.parity
+def test_ray_labelling_with_sam2(photo_folder, tmp_path, tiny_clip_checkpoint, sam2_t_checkpoint, hiera_t) -> None:
     pytest.importorskip("ray.data", reason="Ray is an optional extra: pip install gem_sam[ray]")
     from gem_sam import LabellerSpec, label_folder, label_folder_ray
 
@@ -267,7 +277,10 @@ def test_ray_labelling_with_sam2(photo_folder, tmp_path, tiny_clip_checkpoint, s
     label_folder(spec.build(), images_dir=photo_folder, out_path=single, settings=spec.settings(), progress=False)
     summary = label_folder_ray(spec, images_dir=photo_folder, out_path=distributed, workers=1, progress=False)
     assert summary.labelled == 4
-    assert json.loads(distributed.read_text())["annotations"] == json.loads(single.read_text())["annotations"]
+    reference = SAM2AutomaticMaskGenerator(hiera_t, output_mode="coco_rle", **spec.generator.reference_kwargs())
+    assert_same_annotations(
+        json.loads(distributed.read_text()), json.loads(single.read_text()), reference, images_dir=photo_folder
+    )
 
 
 @pytest.mark.slow  # a random-init Hiera-L checkpoint (900 MB) is written and loaded
