@@ -45,6 +45,43 @@ def image_key(file_name: str, fingerprint: str) -> str:
     return f"{file_name}\0{fingerprint}"
 
 
+def records_folder(out_path: str | os.PathLike) -> Path:
+    """The records folder of an output file: ``<out>.records`` beside it."""
+    out_path = Path(out_path)
+    return out_path.parent / f"{out_path.name}.records"
+
+
+def check_resumable(
+    out_path: str | os.PathLike, *, settings: dict[str, Any], images_dir: str | os.PathLike | None = None
+) -> None:
+    """Refuse, without writing anything, to resume into ``out_path`` when its records came from other
+    settings or another folder (``RunMismatchError``); nothing to check when it has none."""
+    folder = records_folder(out_path)
+    manifest = folder / "run.json"
+    if not manifest.is_file():
+        return
+    previous = json.loads(manifest.read_text(encoding="utf-8"))
+    settings = json.loads(json.dumps(settings))  # tuples etc. in their JSON form, as stored
+    images_dir = str(Path(images_dir).resolve()) if images_dir is not None else None
+    if previous.get("format") != MANIFEST_FORMAT:
+        raise RunMismatchError(
+            f"{str(folder)!r} holds results of an older gem_sam version, which cannot be checked "
+            "against the files they came from. Use another --out, or pass --restart to discard them."
+        )
+    if previous["settings"] != settings:
+        raise RunMismatchError(
+            f"{str(folder)!r} holds results of a run with other settings "
+            f"({_describe_differences(previous['settings'], settings)} differ). Use another --out, "
+            "or pass --restart to discard those results."
+        )
+    if previous.get("images_dir") != images_dir:
+        raise RunMismatchError(
+            f"{str(folder)!r} holds results of labelling the folder {previous.get('images_dir')!r}, "
+            f"not {images_dir!r}; a run resumes only the folder it started with. Use another --out "
+            "for this folder, or pass --restart to discard those results."
+        )
+
+
 class RunStore:
     """The records folder of one output file.
 
@@ -61,7 +98,7 @@ class RunStore:
         images_dir: str | os.PathLike | None = None,
     ) -> None:
         self.out_path = Path(out_path)
-        self.folder = self.out_path.parent / f"{self.out_path.name}.records"
+        self.folder = records_folder(out_path)
         self.settings = json.loads(json.dumps(settings))  # normalise tuples etc. to their JSON form
         self.images_dir = str(Path(images_dir).resolve()) if images_dir is not None else None
         manifest = self.folder / "run.json"
@@ -73,34 +110,14 @@ class RunStore:
             raise PermissionError(f"cannot write next to --out {str(self.out_path)!r}: {error}") from error
         if not os.access(self.folder, os.W_OK):
             raise PermissionError(f"cannot write to {str(self.folder)!r}; choose another --out")
-        if manifest.exists() and not restart:
-            self._check_resumable(json.loads(manifest.read_text(encoding="utf-8")))
-        elif restart:
+        if not restart:
+            check_resumable(self.out_path, settings=self.settings, images_dir=self.images_dir)
+        else:
             for record in self.folder.glob("*.json"):
                 record.unlink()
         write_json_atomic(
             {"format": MANIFEST_FORMAT, "settings": self.settings, "images_dir": self.images_dir}, manifest
         )
-
-    def _check_resumable(self, previous: dict[str, Any]) -> None:
-        """Refuse to resume a run whose records came from other settings or another folder."""
-        if previous.get("format") != MANIFEST_FORMAT:
-            raise RunMismatchError(
-                f"{str(self.folder)!r} holds results of an older gem_sam version, which cannot be checked "
-                "against the files they came from. Use another --out, or pass --restart to discard them."
-            )
-        if previous["settings"] != self.settings:
-            raise RunMismatchError(
-                f"{str(self.folder)!r} holds results of a run with other settings "
-                f"({_describe_differences(previous['settings'], self.settings)} differ). Use another --out, "
-                "or pass --restart to discard those results."
-            )
-        if previous.get("images_dir") != self.images_dir:
-            raise RunMismatchError(
-                f"{str(self.folder)!r} holds results of labelling the folder {previous.get('images_dir')!r}, "
-                f"not {self.images_dir!r}; a run resumes only the folder it started with. Use another --out "
-                "for this folder, or pass --restart to discard those results."
-            )
 
     @classmethod
     def attach(cls, out_path: str | os.PathLike) -> RunStore:
@@ -108,7 +125,7 @@ class RunStore:
         checked (for worker processes, which only save and read records)."""
         store = cls.__new__(cls)
         store.out_path = Path(out_path)
-        store.folder = store.out_path.parent / f"{store.out_path.name}.records"
+        store.folder = records_folder(out_path)
         manifest = json.loads((store.folder / "run.json").read_text(encoding="utf-8"))
         store.settings = manifest["settings"]
         store.images_dir = manifest["images_dir"]

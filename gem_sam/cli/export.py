@@ -12,10 +12,11 @@ from pathlib import Path
 from .. import __version__
 from ..export.coco_polygons import export_coco_polygons
 from ..export.fiftyone_dataset import load_fiftyone_dataset
-from ..export.layout import plan_images, prepare_out_dir, renames, start_export
+from ..export.layout import plan_images, renames
+from ..export.out_folder import check_out_folder, staged_export
 from ..export.polygons import DEFAULT_MIN_POLYGON_AREA
 from ..export.semantic import OVERLAP_RULES, export_semantic
-from ..export.source import read_run_output
+from ..export.source import RunOutput, read_run_output
 from ..export.stats import ExportStats
 from ..export.yolo import export_yolo_seg
 from .args import USER_ERRORS, add_quality_arguments, quality_from_args
@@ -49,7 +50,8 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the contents of an earlier export in --out / replace the FiftyOne dataset",
+        help="replace the files an earlier gem_sam export wrote in --out (anything else there is left and named) / "
+        "replace the FiftyOne dataset",
     )
     parser.add_argument(
         "--copy-images",
@@ -100,6 +102,37 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
     return parser
 
 
+def export_to_folder(args: argparse.Namespace, run: RunOutput) -> tuple[ExportStats, str]:
+    """A folder export (yolo-seg, coco-polygons, semantic, label-studio): every check before the first
+    write, then the export staged beside --out and swapped in. Returns the summary and where it went."""
+    inputs = {"the annotations file": Path(args.annotations), "the labelled images": run.images_dir}
+    photo_folder = run.images_dir if args.to in FOLDER_FORMATS else None  # exports that write images
+    folder = check_out_folder(args.out, overwrite=args.overwrite, inputs=inputs, photo_folder=photo_folder)
+    if args.to == "label-studio":
+        from ..review.label_studio import export_label_studio, label_studio_tasks
+
+        root = Path(args.document_root) if args.document_root else None
+        tasks = label_studio_tasks(run, document_root=root, image_url_prefix=args.image_url_prefix)
+        with staged_export(folder, export_format=args.to) as staging:
+            stats = export_label_studio(run, staging, tasks=tasks)
+        stats.kept = folder.kept_lines()
+        return stats, f"{folder.path} (label_config.xml, tasks.json)"
+    placed = plan_images(run.images, run.image_path, val_fraction=args.val_fraction, seed=args.seed)
+    options = {"copy_images": args.copy_images, "placed": placed}
+    polygons = {"min_polygon_area": args.min_polygon_area, "final_dir": folder.path}
+    with staged_export(folder, export_format=args.to) as staging:
+        if args.to == "yolo-seg":
+            stats = export_yolo_seg(run, staging, **polygons, **options)
+        elif args.to == "coco-polygons":
+            stats = export_coco_polygons(run, staging, **polygons, **options)
+        else:
+            stats = export_semantic(run, staging, overlap=args.overlap, **options)
+    stats.renamed = renames(placed)
+    stats.upright_copies = sum(item.rotated for item in placed)
+    stats.kept = folder.kept_lines()
+    return stats, str(folder.path)
+
+
 def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export") -> int:
     parser = build_parser(prog=prog)
     args = parser.parse_args(argv)
@@ -122,30 +155,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export
             name = args.dataset_name or Path(args.annotations).stem
             _, stats = load_fiftyone_dataset(run, name=name, overwrite=args.overwrite)
             destination = f"FiftyOne dataset {name!r} (open it with: fiftyone app launch {name})"
-        elif args.to == "label-studio":
-            from ..review.label_studio import export_label_studio, label_studio_tasks
-
-            out_dir = prepare_out_dir(args.out, overwrite=args.overwrite)
-            root = Path(args.document_root) if args.document_root else None
-            tasks = label_studio_tasks(run, document_root=root, image_url_prefix=args.image_url_prefix)
-            start_export(out_dir, export_format=args.to)
-            stats = export_label_studio(run, out_dir, tasks=tasks)
-            destination = f"{out_dir} (label_config.xml, tasks.json)"
         else:
-            # every check before the first write: a refused export leaves --out as it was
-            out_dir = prepare_out_dir(args.out, overwrite=args.overwrite)
-            placed = plan_images(run.images, run.image_path, val_fraction=args.val_fraction, seed=args.seed)
-            start_export(out_dir, export_format=args.to)
-            options = {"copy_images": args.copy_images, "placed": placed}
-            if args.to == "yolo-seg":
-                stats = export_yolo_seg(run, out_dir, min_polygon_area=args.min_polygon_area, **options)
-            elif args.to == "coco-polygons":
-                stats = export_coco_polygons(run, out_dir, min_polygon_area=args.min_polygon_area, **options)
-            else:
-                stats = export_semantic(run, out_dir, overlap=args.overlap, **options)
-            stats.renamed = renames(placed)
-            stats.upright_copies = sum(item.rotated for item in placed)
-            destination = str(out_dir)
+            stats, destination = export_to_folder(args, run)
     except (*USER_ERRORS, FileExistsError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.import
     args = build_parser(prog=prog).parse_args(argv)
     try:
         out = require_writable_file(args.out, option="--out")
-        if out.resolve() == Path(args.run).resolve():
-            raise ValueError(f"--out {args.out!r} is the run's own file; write the reviewed labels to another file")
+        for what, source in (("the run's own file", args.run), ("the Label Studio export it reads", args.export)):
+            if out.resolve() == Path(source).resolve():
+                raise ValueError(f"--out {args.out!r} is {what}; write the reviewed labels to another file")
         run = read_run_output(args.run, images_dir=args.images)
         counts = import_reviewed(args.export, run, out, unreviewed=args.unreviewed)
     except USER_ERRORS as error:

@@ -11,9 +11,10 @@ import sys
 from .. import __version__
 from ..labelling.config import LabelConfig
 from ..labelling.pipeline import label_folder
+from ..labelling.run_paths import check_run_paths
 from ..labelling.spec import LabellerSpec
 from ..naming.vocabulary import read_vocabulary
-from ..run_store import RunMismatchError
+from ..run_store import RunMismatchError, check_resumable
 from ..sam import generator_config
 from .args import (
     USER_ERRORS,
@@ -49,14 +50,19 @@ def build_parser(*, prog: str = "python -m gem_sam.label") -> argparse.ArgumentP
     io.add_argument("--images", required=True, metavar="DIR", help="folder of images, searched recursively")
     add_vocabulary_argument(io)
     io.add_argument(
-        "--out", default="annotations.json", metavar="FILE", help="COCO JSON file to write (default: annotations.json)"
+        "--out",
+        default="annotations.json",
+        metavar="FILE",
+        help="COCO JSON file to write (default: annotations.json); inside --images, it and the files named after "
+        "it are never taken for photos",
     )
     io.add_argument("--restart", action="store_true", help="discard results of an earlier run into --out")
     io.add_argument(
         "--save-overlays",
         default=None,
         metavar="DIR",
-        help="also write each image with its masks coloured by class and named, as JPEG, into DIR",
+        help="also write each image with its masks coloured by class and named, as JPEG, into DIR (outside "
+        "--images; a.jpg and a.png get a.jpg and a_png.jpg)",
     )
     io.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -117,7 +123,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.label"
     try:
         require_folder(args.images, option="--images")
         require_writable_file(args.out, option="--out")
+        check_run_paths(images_dir=args.images, out_path=args.out, overlay_dir=args.save_overlays)
         spec = labeller_spec_from_args(args)
+        if not args.restart:  # refused before any model is loaded
+            check_resumable(args.out, settings=spec.settings(), images_dir=args.images)
         run_options = {
             "images_dir": args.images,
             "out_path": args.out,

@@ -6,7 +6,8 @@ source of truth.
 
 from .coco_polygons import export_coco_polygons
 from .fiftyone_dataset import fiftyone_samples, load_fiftyone_dataset
-from .layout import PlacedImage, plan_images, prepare_out_dir, start_export
+from .layout import PlacedImage, plan_images
+from .out_folder import OutFolder, check_out_folder, staged_export
 from .polygons import join_pieces, mask_to_polygons
 from .semantic import export_semantic, label_map
 from .source import RunOutput, read_run_output
@@ -15,8 +16,10 @@ from .yolo import export_yolo_seg
 
 __all__ = [
     "ExportStats",
+    "OutFolder",
     "PlacedImage",
     "RunOutput",
+    "check_out_folder",
     "export_coco_polygons",
     "export_semantic",
     "export_yolo_seg",
@@ -26,7 +29,6 @@ __all__ = [
     "load_fiftyone_dataset",
     "mask_to_polygons",
     "plan_images",
-    "prepare_out_dir",
     "read_run_output",
-    "start_export",
+    "staged_export",
 ]

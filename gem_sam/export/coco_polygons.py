@@ -68,9 +68,10 @@ def export_coco_polygons(
     min_polygon_area: float = DEFAULT_MIN_POLYGON_AREA,
     copy_images: bool = False,
     placed: Sequence[PlacedImage] | None = None,
+    final_dir: Path | None = None,
 ) -> ExportStats:
     """Write the polygon file(s) of ``run`` and its images into ``out_dir``: one file, or one per split
-    of ``placed`` (see ``export_yolo_seg`` for ``placed``)."""
+    of ``placed`` (see ``export_yolo_seg`` for ``placed`` and ``final_dir``)."""
     placed = write_images(run.images, run.image_path, out_dir, placed=placed, copy=copy_images)
     stats = ExportStats(dropped_by_controls=run.dropped)
     for split in sorted({item.split for item in placed}, key=lambda name: name or ""):
@@ -83,7 +84,7 @@ def export_coco_polygons(
         if split:
             stats.split_counts[split] = len(images)
         stats.instances += len(annotations)
-        images_dir = out_dir / "images" / (split or "")
+        images_dir = (final_dir or out_dir) / "images" / (split or "")
         data = {
             "info": {**run.info, "images_dir": str(images_dir.resolve()), "segmentation": "polygons, holes filled"},
             "images": images,

@@ -5,20 +5,21 @@ Every export writes only inside its ``--out`` folder:
 - ``file_name`` entries that are absolute or climb out (``../x.jpg``) are refused
   (``check_file_names``), so no path built from them can leave the folder;
 - images whose names differ only in their extension (``a.jpg``, ``a.png``) would share one label file
-  (``labels/a.txt``); all but the first get a distinct, deterministic name (``a_png.png``) and the
-  renames are reported (``plan_images``);
+  (``labels/a.txt``); all but the first get a distinct, deterministic name (``a_png.png``,
+  ``paths.distinct_names``) and the renames are reported (``plan_images``);
+- with a validation split, each image's split is drawn from a seeded hash of its own file name, so
+  adding images to a dataset never moves an image between the splits (``split_names``);
 - photos with an EXIF orientation other than upright are placed as upright copies, since the masks
   are in the upright frame and many loaders (plain PIL, torchvision's ``CocoDetection``) ignore the
-  orientation tag; other images are linked (or copied with ``--copy-images``);
-- ``prepare_out_dir`` refuses a non-empty folder unless ``--overwrite``, and then replaces only the
-  contents of an earlier gem_sam export (marked by ``.gem_sam_export``), never another folder's files.
+  orientation tag; other images are linked (or copied with ``--copy-images``).
+
+The folder itself (checks, staging, ``--overwrite``) is ``out_folder``'s.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-EXPORT_MARKER = ".gem_sam_export"  # written into every export folder; --overwrite replaces only those
+from ..paths import distinct_names
+
 UPRIGHT = 1  # the EXIF orientation of an image stored as it is displayed
 JPEG_QUALITY = 95  # upright copies of JPEG photos
 
@@ -63,34 +65,6 @@ def check_file_names(images: Sequence[dict[str, Any]], *, source: Path) -> None:
             )
 
 
-def collision_key(name: str) -> str:
-    """Names that share this key would share a label file: the path without its extension, case folded
-    (case-insensitive file systems merge ``A.txt`` and ``a.txt``)."""
-    return str(PurePosixPath(name).with_suffix("")).casefold()
-
-
-def distinct_names(file_names: Sequence[str]) -> dict[str, str]:
-    """file name -> export name, in order: the first of each colliding group keeps its name, the
-    others become ``<stem>_<ext><ext>`` (then ``<stem>_<ext>_2<ext>``, ...): deterministic for a
-    given list."""
-    taken = {collision_key(name) for name in file_names}
-    used: set[str] = set()
-    out: dict[str, str] = {}
-    for name in file_names:
-        candidate = name
-        if collision_key(name) in used:
-            path = PurePosixPath(name)
-            base = f"{path.stem}_{path.suffix[1:]}"
-            candidate = str(path.with_name(base + path.suffix))
-            counter = 2
-            while collision_key(candidate) in used or collision_key(candidate) in taken:
-                candidate = str(path.with_name(f"{base}_{counter}{path.suffix}"))
-                counter += 1
-        used.add(collision_key(candidate))
-        out[name] = candidate
-    return out
-
-
 def exif_orientation(path: Path) -> int:
     """The EXIF orientation tag of an image file (1, upright, when absent). Raises ``ValueError`` for a
     file that is not a readable image."""
@@ -117,18 +91,23 @@ class PlacedImage:
         return f"{self.split}/{self.name}" if self.split else self.name
 
 
+def split_draw(file_name: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the file name and the seed alone (SHA-256, the same on every machine
+    and Python)."""
+    digest = hashlib.sha256(f"{seed}\0{file_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_names(file_names: Sequence[str], *, val_fraction: float | None, seed: int) -> dict[str, str | None]:
-    """file name -> "train" / "val" (None for every name without a split): a seeded draw of
-    ``round(val_fraction * n)`` validation images, at least one of each split when there are two images
-    or more. The same names, fraction and seed always give the same split."""
+    """file name -> "train" / "val" (None for every name without a split): an image is in the validation
+    split when its ``split_draw`` is below ``val_fraction``. Each image's split depends only on its own
+    name and the seed, so adding or removing images never moves another one; the share of validation
+    images is ``val_fraction`` on average, not exactly."""
     if val_fraction is None:
         return {name: None for name in file_names}
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"--val-fraction {val_fraction:g} must lie strictly between 0 and 1")
-    ordered = sorted(file_names)
-    n_val = min(len(ordered) - 1, max(1, round(val_fraction * len(ordered)))) if len(ordered) > 1 else 0
-    val = set(random.Random(seed).sample(ordered, n_val))
-    return {name: "val" if name in val else "train" for name in file_names}
+    return {name: "val" if split_draw(name, seed) < val_fraction else "train" for name in file_names}
 
 
 def plan_images(
@@ -199,38 +178,3 @@ def write_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     place_images(placed, out_dir / "images", copy=copy)
     return placed
-
-
-def clear_export(out_dir: Path) -> None:
-    """Remove the contents of an earlier export (links are removed, never followed)."""
-    for entry in out_dir.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
-def prepare_out_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Check the output folder; raises before anything is written. A non-empty folder is refused
-    unless ``overwrite``, and even then unless it is an earlier gem_sam export (``EXPORT_MARKER``).
-    Call ``start_export`` once every other check has passed."""
-    out_dir = Path(path)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {str(path)!r} is a file; give a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"--out {str(path)!r} is not empty; choose an empty folder or pass --overwrite")
-        if not (out_dir / EXPORT_MARKER).is_file():
-            raise FileExistsError(
-                f"--out {str(path)!r} is not empty and is not a gem_sam export (it has no {EXPORT_MARKER} file); "
-                "--overwrite only replaces an earlier export. Choose an empty folder."
-            )
-    return out_dir
-
-
-def start_export(out_dir: Path, *, export_format: str) -> None:
-    """Empty an earlier export in ``out_dir`` (checked by ``prepare_out_dir``), create it and mark it."""
-    if out_dir.is_dir():
-        clear_export(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / EXPORT_MARKER).write_text(json.dumps({"format": export_format}) + "\n", encoding="utf-8")

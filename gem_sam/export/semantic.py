@@ -5,7 +5,7 @@
     OUT/classes.txt                   "id name" per line, 0 unlabelled first
 
 Label maps are in the upright frame of the images beside them. Images whose names differ only in
-their extension are renamed so that each keeps its own label map (``layout.distinct_names``).
+their extension are renamed so that each keeps its own label map (``paths.distinct_names``).
 
 Where masks overlap, one wins per pixel: ``score`` (default) gives the pixel to the mask with the
 highest score; ``smallest`` to the smallest mask (parts over wholes). Ties go to the mask that comes

@@ -40,6 +40,23 @@ class RunOutput:
         return self.images_dir / image["file_name"]
 
 
+def check_unique_images(images: list[dict[str, Any]], *, source: Path) -> None:
+    """Refuse a COCO file that lists an image twice (the same ``id`` or ``file_name``): its exports would
+    write one file twice and mix the two entries' labels."""
+    for key in ("id", "file_name"):
+        first: dict[str, int] = {}
+        for position, image in enumerate(images):
+            value = image.get(key)
+            seen = json.dumps(value, sort_keys=True)
+            if seen in first:
+                raise ValueError(
+                    f"{str(source)!r}: images {first[seen] + 1} and {position + 1} have the same {key} {value!r}; "
+                    "each image may be listed once (a Label Studio project with tasks imported twice gives this: "
+                    "import it again with the current gem_sam, which merges them)"
+                )
+            first[seen] = position
+
+
 def _not_coco(path: Path, why: str) -> ValueError:
     return ValueError(f"{str(path)!r} is not a COCO annotation file: {why}")
 
@@ -73,6 +90,7 @@ def read_run_output(
             f"{info.get('description')!r}, expected {GEM_SAM_DESCRIPTION!r}); export reads gem_sam's own output"
         )
     check_file_names(data["images"], source=path)
+    check_unique_images(data["images"], source=path)
     categories = data["categories"]
     if [category.get("id") for category in categories] != list(range(1, len(categories) + 1)):
         raise ValueError(f"{str(path)!r}: category ids must be 1..{len(categories)} in order, as gem_sam writes them")

@@ -15,6 +15,7 @@ class ExportStats:
     split_counts: dict[str, int] = field(default_factory=dict)  # images per split ("train", "val")
     renamed: list[str] = field(default_factory=list)  # "old -> new" for images given a distinct name
     upright_copies: int = 0  # EXIF-rotated photos written upright
+    kept: list[str] = field(default_factory=list)  # lines naming what --out held that no export wrote
 
     def record_area(self, *, polygon_pixels: int, mask_pixels: int) -> None:
         """Note the disagreement of one instance's rasterised polygon with its mask."""
@@ -29,7 +30,14 @@ class ExportStats:
             f"dropped by the quality controls: {self.dropped_by_controls}",
         ]
         if self.split_counts:
-            out.append("split: " + ", ".join(f"{count} {name}" for name, count in sorted(self.split_counts.items())))
+            counts = {name: self.split_counts.get(name, 0) for name in ("train", "val")}
+            out.append("split: " + ", ".join(f"{count} {name}" for name, count in counts.items()))
+            out += [
+                f"warning: the {name} split is empty: each image's split is drawn from its file name and --seed, "
+                "and none fell into it; use another --val-fraction or --seed, or more images"
+                for name, count in counts.items()
+                if not count
+            ]
         if self.worst_area_disagreement is not None or self.dropped_small:
             out.append(f"dropped as smaller than --min-polygon-area: {self.dropped_small}")
             worst = self.worst_area_disagreement or 0.0
@@ -39,4 +47,4 @@ class ExportStats:
         if self.renamed:
             out.append(f"renamed so that each image keeps its own labels: {len(self.renamed)}")
             out += [f"  {line}" for line in self.renamed]
-        return out
+        return out + self.kept

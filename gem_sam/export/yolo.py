@@ -10,7 +10,7 @@ With ``--val-fraction`` the images and labels are split into ``train/`` and ``va
 Ultralytics' own rule looks for it: the image's path with its last ``/images/`` replaced by ``/labels/``
 and the extension by ``.txt`` (so an image at ``images/data/images/x.jpg`` has its labels at
 ``images/data/labels/x.txt``). Images whose names differ only in their extension are renamed
-(``layout.distinct_names``) so that each keeps its own label file.
+(``paths.distinct_names``) so that each keeps its own label file.
 
 An instance is one polygon line. A mask in several pieces becomes one outline through all of them,
 joined by bridges walked there and back (``polygons.join_pieces``), as Ultralytics' own COCO converter
@@ -89,11 +89,14 @@ def export_yolo_seg(
     min_polygon_area: float = DEFAULT_MIN_POLYGON_AREA,
     copy_images: bool = False,
     placed: Sequence[PlacedImage] | None = None,
+    final_dir: Path | None = None,
 ) -> ExportStats:
     """Write ``run`` into ``out_dir`` as an Ultralytics YOLO-seg dataset.
 
     ``placed``: where each image goes (``layout.plan_images``, e.g. with a validation split); by
-    default every image under its own name, checked before anything is written, without a split."""
+    default every image under its own name, checked before anything is written, without a split.
+    ``final_dir``: the folder the dataset will be read from, when ``out_dir`` is a staging folder that
+    is moved there (the paths written into the files point at it; default ``out_dir``)."""
     placed = write_images(run.images, run.image_path, out_dir, placed=placed, copy=copy_images)
     stats = ExportStats(dropped_by_controls=run.dropped)
     for item in placed:
@@ -117,5 +120,5 @@ def export_yolo_seg(
         if item.split:
             stats.split_counts[item.split] = stats.split_counts.get(item.split, 0) + 1
     split = any(item.split for item in placed)
-    (out_dir / "data.yaml").write_text(data_yaml(out_dir, run.names, split=split), encoding="utf-8")
+    (out_dir / "data.yaml").write_text(data_yaml(final_dir or out_dir, run.names, split=split), encoding="utf-8")
     return stats

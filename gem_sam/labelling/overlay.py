@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import colorsys
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,15 +57,9 @@ def render_overlay(
 
 
 def save_overlay(
-    image_rgb: np.ndarray,
-    annotations: Sequence[dict[str, Any]],
-    vocabulary: Sequence[str],
-    *,
-    folder: str | os.PathLike,
-    file_name: str,
+    image_rgb: np.ndarray, annotations: Sequence[dict[str, Any]], vocabulary: Sequence[str], *, path: Path
 ) -> Path:
-    """Write the overlay of ``file_name`` (relative, as in the COCO file) as JPEG under ``folder``."""
-    target = Path(folder) / Path(file_name).with_suffix(".jpg")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    render_overlay(image_rgb, annotations, vocabulary).save(target, quality=90)
-    return target
+    """Write the overlay as a JPEG file at ``path`` (its folders are created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render_overlay(image_rgb, annotations, vocabulary).save(path, format="JPEG", quality=90)
+    return path

@@ -15,11 +15,12 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import write_json_atomic
-from ..images import IMAGE_EXTENSIONS, ImageReadError, find_images, load_image
+from ..images import IMAGE_EXTENSIONS, ImageReadError, load_image
 from ..mask_ops import decoded_mask_chunks, pool_in_masks, rle_bbox_xywh
 from ..naming.mask_labels import label_masks
 from ..naming.scorer import GemScorer
 from ..naming.vocabulary import Vocabulary, as_vocabulary
+from ..paths import overlay_names
 from ..run_store import RunStore, file_fingerprint, image_key
 from ..sam import GridMaskGenerator
 from .coco import LabelledImage, write_coco_streaming
@@ -27,6 +28,7 @@ from .config import LabelConfig
 from .overlay import save_overlay
 from .quality import select_masks
 from .report import RunReport, picture_note, save_report_png
+from .run_paths import check_run_paths, find_run_images
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ class AutoLabeller:
         )
         return NamedMasks(annotations=[annotations[i] for i in kept], background=dict(background))
 
-    def label_file(self, images_dir: Path, file_name: Path, *, overlay_dir: Path | None = None) -> LabelledImage:
-        """Label ``images_dir / file_name``; with ``overlay_dir``, also write its overlay there.
+    def label_file(self, images_dir: Path, file_name: Path, *, overlay_path: Path | None = None) -> LabelledImage:
+        """Label ``images_dir / file_name``; with ``overlay_path``, also write its overlay (JPEG) there.
 
         Raises ``ImageReadError`` when the file is not a readable image.
         """
@@ -138,8 +140,8 @@ class AutoLabeller:
             fingerprint=fingerprint,
             background=named.background,
         )
-        if overlay_dir is not None:
-            save_overlay(image, labelled.annotations, self.classes, folder=overlay_dir, file_name=labelled.file_name)
+        if overlay_path is not None:
+            save_overlay(image, labelled.annotations, self.classes, path=overlay_path)
         return labelled
 
 
@@ -153,14 +155,14 @@ def save_labelled(store: RunStore, labelled: LabelledImage) -> str:
 
 
 def label_and_store(
-    labeller: AutoLabeller, store: RunStore, images_dir: Path, file_name: Path, *, overlay_dir: Path | None
+    labeller: AutoLabeller, store: RunStore, images_dir: Path, file_name: Path, *, overlay_path: Path | None
 ) -> tuple[str | None, str | None]:
     """Label one file and save its record (the overlay first, so a saved record means done).
 
     Returns ``(record key, None)`` on success, or ``(None, why the file was skipped)``.
     """
     try:
-        return save_labelled(store, labeller.label_file(images_dir, file_name, overlay_dir=overlay_dir)), None
+        return save_labelled(store, labeller.label_file(images_dir, file_name, overlay_path=overlay_path)), None
     except ImageReadError as error:
         return None, str(error)
 
@@ -210,13 +212,24 @@ class RunSummary:
 
 
 def prepare_run(
-    *, images_dir: str | os.PathLike, out_path: str | os.PathLike, settings: dict[str, Any], restart: bool
-) -> tuple[list[Path], RunStore]:
-    """The images of a folder run (relative paths, sorted) and its checked records folder."""
-    files = find_images(images_dir)
+    *,
+    images_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    settings: dict[str, Any],
+    restart: bool,
+    overlay_dir: str | os.PathLike | None = None,
+) -> tuple[list[Path], RunStore, dict[str, Path] | None]:
+    """The images of a folder run (relative paths, sorted), its checked records folder, and each image's
+    overlay path (None without ``overlay_dir``); every path is checked first (``check_run_paths``)."""
+    check_run_paths(images_dir=images_dir, out_path=out_path, overlay_dir=overlay_dir)
+    files = find_run_images(images_dir, out_path)
     if not files:
         raise FileNotFoundError(f"no images found in {str(images_dir)!r} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return files, RunStore(out_path, settings=settings, restart=restart, images_dir=images_dir)
+    store = RunStore(out_path, settings=settings, restart=restart, images_dir=images_dir)
+    if overlay_dir is None:
+        return files, store, None
+    names = overlay_names([file_name.as_posix() for file_name in files])
+    return files, store, {name: Path(overlay_dir) / overlay for name, overlay in names.items()}
 
 
 def finish_run(
@@ -279,10 +292,13 @@ def label_folder(
     Results are kept per image next to the output (see ``RunStore``), so a second call with the
     same settings and folder labels only what is missing or changed. Unreadable images are skipped and reported; the
     list of skipped files is also written to ``<out>.skipped.json``. With ``overlay_dir``, an overlay
-    of each labelled image is written there (same relative path, ``.jpg``).
+    of each labelled image is written there (same relative path, ``.jpg``; ``paths.overlay_names``).
+    Outputs that would replace or mix with the photos are refused first (``run_paths``).
     """
     images_dir = Path(images_dir)
-    files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
+    files, store, overlays = prepare_run(
+        images_dir=images_dir, out_path=out_path, settings=settings, restart=restart, overlay_dir=overlay_dir
+    )
     summary = RunSummary()
     done: list[str] = []
     start = time.perf_counter()
@@ -294,9 +310,8 @@ def label_folder(
                 done.append(key)
                 continue
             if reason is None:
-                key, reason = label_and_store(
-                    labeller, store, images_dir, file_name, overlay_dir=Path(overlay_dir) if overlay_dir else None
-                )
+                overlay = overlays[file_name.as_posix()] if overlays else None
+                key, reason = label_and_store(labeller, store, images_dir, file_name, overlay_path=overlay)
             if key is None:
                 summary.skipped.append((file_name.as_posix(), reason))
                 continue

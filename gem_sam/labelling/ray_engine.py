@@ -25,16 +25,17 @@ from .spec import LabellerSpec
 class RayLabelWorker:
     """A Ray Data actor: builds one labeller, then labels the files of each batch into the store."""
 
-    def __init__(self, *, spec: LabellerSpec, images_dir: str, out_path: str, overlay_dir: str | None) -> None:
+    def __init__(self, *, spec: LabellerSpec, images_dir: str, out_path: str) -> None:
         self.labeller = spec.build()
         self.store = RunStore.attach(out_path)
         self.images_dir = Path(images_dir)
-        self.overlay_dir = Path(overlay_dir) if overlay_dir else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = [
-            label_and_store(self.labeller, self.store, self.images_dir, Path(name), overlay_dir=self.overlay_dir)
-            for name in batch["file_name"]
+            label_and_store(
+                self.labeller, self.store, self.images_dir, Path(name), overlay_path=Path(overlay) if overlay else None
+            )
+            for name, overlay in zip(batch["file_name"], batch["overlay"], strict=True)
         ]
         return {
             "file_name": batch["file_name"],
@@ -60,7 +61,9 @@ def label_folder_ray(
     takes one GPU when the cluster has GPUs, else an equal share of the CPUs.
     """
     settings = spec.settings()
-    files, store = prepare_run(images_dir=images_dir, out_path=out_path, settings=settings, restart=restart)
+    files, store, overlays = prepare_run(
+        images_dir=images_dir, out_path=out_path, settings=settings, restart=restart, overlay_dir=overlay_dir
+    )
     summary = RunSummary()
     done: list[str] = []
     todo: list[str] = []
@@ -79,13 +82,12 @@ def label_folder_ray(
         with ray_runtime(address) as ray:
             replicas, results = map_replicas(
                 ray,
-                [{"file_name": name} for name in todo],
+                [{"file_name": name, "overlay": str(overlays[name]) if overlays else ""} for name in todo],
                 RayLabelWorker,
                 constructor_kwargs={
                     "spec": spec,
                     "images_dir": str(images_dir),
                     "out_path": str(out_path),
-                    "overlay_dir": str(overlay_dir) if overlay_dir else None,
                 },
                 workers=workers,
             )

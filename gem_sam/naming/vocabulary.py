@@ -4,9 +4,15 @@ Three file formats say the same thing (``read_vocabulary`` picks one by the file
 
 - text (``.txt`` and anything else), one entry per line, ``#`` lines and blank lines ignored::
 
-      cup                                   # a class that is its own prompt
-      person: person, man, woman, child     # a class and its prompts, comma-separated
-      background: sky, wall, floor          # reserved: masks these prompts win are not written
+      # a class that is its own prompt
+      cup
+      # a class and its prompts, comma-separated
+      person: person, man, woman, child
+      # reserved: masks these prompts win are not written
+      background: sky, wall, floor
+
+  Text after `` #`` on an entry's line is a comment too, with a warning (a ``#`` inside a prompt needs
+  the YAML format);
 
 - autodistill's CaptionOntology as JSON (``.json``): ``{"prompt": "class", ...}``; prompts of the class
   ``background`` are background prompts;
@@ -18,8 +24,10 @@ Three file formats say the same thing (``read_vocabulary`` picks one by the file
         dog: dog                            # one prompt
       background: [sky, wall]
 
-A class's similarity inside a mask is the maximum over its prompts (``class_similarity``). Errors
-name the file's line and what to fix.
+A class's similarity inside a mask is the maximum over its prompts (``class_similarity``). Prompts
+are compared as CLIP's tokenizer sees them (``prompt_key``: NFC, whitespace collapsed, case folded), so
+``Cup`` and ``cup``, or ``coffee  cup`` and ``coffee cup``, are one prompt and refused as a duplicate;
+``background`` is reserved in every case. Errors name the file's line and what to fix.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +44,23 @@ from typing import Any
 
 import torch
 
-BACKGROUND = "background"  # the reserved class name of background prompts
+BACKGROUND = "background"  # the reserved class name of background prompts (in any case)
+TRAILING_COMMENT = re.compile(r"\s#")  # a comment after an entry in the text format
+
+
+def prompt_key(text: str) -> str:
+    """What CLIP's tokenizer can tell apart in a prompt or class name: Unicode NFC, whitespace runs as
+    one space, case folded. Two texts with the same key get the same tokens."""
+    return unicodedata.normalize("NFC", " ".join(text.split())).casefold()
+
+
+def is_background(name: str) -> bool:
+    """Whether a class name is the reserved ``background``, in any case."""
+    return prompt_key(name) == BACKGROUND
+
+
+class VocabularyWarning(UserWarning):
+    """Something in a vocabulary file that is read, but may not say what was meant."""
 
 
 @dataclass(frozen=True)
@@ -53,30 +79,38 @@ class Vocabulary:
             raise ValueError(f"{len(self.classes)} classes but {len(self.prompts)} prompt lists")
         if not self.classes:
             raise ValueError("the vocabulary has no class" + (" besides background" if self.background else ""))
-        seen: dict[str, str] = {}
+        reserved = [name for name in self.classes if is_background(name)]
+        if reserved:
+            raise ValueError(f"{reserved[0]!r} is the reserved class {BACKGROUND!r}; give its prompts as background")
+        seen: dict[str, tuple[str, str]] = {}
         for name, prompts in [*zip(self.classes, self.prompts, strict=True), (BACKGROUND, self.background)]:
             if name != BACKGROUND and not prompts:
                 raise ValueError(f"class {name!r} has no prompt")
             for prompt in prompts:
                 if not prompt.strip():
                     raise ValueError(f"class {name!r} has an empty prompt")
-                if prompt in seen:
-                    raise ValueError(f"the prompt {prompt!r} is given to both {seen[prompt]!r} and {name!r}")
-                seen[prompt] = name
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError("a class is declared twice")
+                key = prompt_key(prompt)
+                if key in seen:
+                    first, owner = seen[key]
+                    raise ValueError(
+                        f"the prompt {prompt!r} of {name!r} is the prompt {first!r} of {owner!r} to CLIP "
+                        "(case, spacing and Unicode form aside)"
+                    )
+                seen[key] = (prompt, name)
+        if len({prompt_key(name) for name in self.classes}) != len(self.classes):
+            raise ValueError("a class is declared twice (case, spacing and Unicode form aside)")
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> Vocabulary:
         """One prompt per class, the class name itself (the plain list of class names)."""
         names = tuple(str(name).strip() for name in names)
-        if any(name == BACKGROUND for name in names):
+        if any(is_background(name) for name in names):
             raise ValueError(f"{BACKGROUND!r} is reserved for background prompts; give it prompts in a vocabulary file")
         return cls(classes=names, prompts=tuple((name,) for name in names))
 
     def prompts_of(self, name: str) -> tuple[str, ...]:
         """The prompts of class ``name`` (``"background"``: the background prompts)."""
-        if name == BACKGROUND:
+        if is_background(name):
             return self.background
         if name not in self.classes:
             raise KeyError(f"{name!r} is not a class of this vocabulary; its classes are {', '.join(self.classes)}")
@@ -132,29 +166,40 @@ class VocabularyError(ValueError):
 
 @dataclass
 class _Builder:
-    """Collects classes and prompts with the line each came from, refusing conflicts by line."""
+    """Collects classes and prompts with the line each came from, refusing conflicts by line. Class names
+    and prompts are compared by ``prompt_key``; a class named ``background`` in any case takes
+    background prompts."""
 
     classes: dict[str, list[str]]
-    class_line: dict[str, int]
-    prompt_line: dict[str, tuple[int, str]]
+    class_line: dict[str, tuple[int, str]]  # name key -> (line, name as first written)
+    prompt_line: dict[str, tuple[int, str, str]]  # prompt key -> (line, prompt as written, class)
     background: list[str]
 
     @classmethod
     def new(cls) -> _Builder:
         return cls(classes={}, class_line={}, prompt_line={}, background=[])
 
-    def add(self, name: str, prompts: Sequence[str], *, line: int) -> None:
+    def declare(self, name: str, *, line: int) -> str:
+        """Start class ``name`` (stripped); returns its name, ``BACKGROUND`` for background in any case."""
         name = name.strip()
         if not name:
             raise VocabularyError(f"line {line}: the class name is empty")
-        if name != BACKGROUND:
-            if name in self.classes:
-                raise VocabularyError(
-                    f"line {line}: class {name!r} is declared again (first on line {self.class_line[name]}); "
-                    "give all its prompts on one line"
-                )
-            self.classes[name] = []
-            self.class_line[name] = line
+        if is_background(name):
+            return BACKGROUND
+        key = prompt_key(name)
+        if key in self.class_line:
+            first, written = self.class_line[key]
+            same = "" if written == name else f" as {written!r}"
+            raise VocabularyError(
+                f"line {line}: class {name!r} is declared again (first on line {first}{same}); "
+                "give all its prompts on one line"
+            )
+        self.classes[name] = []
+        self.class_line[key] = (line, name)
+        return name
+
+    def add(self, name: str, prompts: Sequence[str], *, line: int) -> None:
+        name = self.declare(name, line=line)
         if not prompts:
             raise VocabularyError(f"line {line}: {name!r} has no prompt; list them after the colon, comma-separated")
         for prompt in prompts:
@@ -164,20 +209,22 @@ class _Builder:
         prompt = prompt.strip()
         if not prompt:
             raise VocabularyError(f"line {line}: {name!r} has an empty prompt (two commas in a row, or a trailing one)")
-        if prompt in self.prompt_line:
-            first, owner = self.prompt_line[prompt]
+        key = prompt_key(prompt)
+        if key in self.prompt_line:
+            first, written, owner = self.prompt_line[key]
+            same = "" if written == prompt else f" {written!r}, which CLIP reads the same"
             raise VocabularyError(
-                f"line {line}: the prompt {prompt!r} of {name!r} is already a prompt of {owner!r} (line {first}); "
-                "each prompt may name one class"
+                f"line {line}: the prompt {prompt!r} of {name!r} is already a prompt of {owner!r}{same} "
+                f"(line {first}); each prompt may name one class"
             )
-        self.prompt_line[prompt] = (line, name)
+        self.prompt_line[key] = (line, prompt, name)
         (self.background if name == BACKGROUND else self.classes[name]).append(prompt)
 
     def build(self) -> Vocabulary:
         if not self.classes and not self.background:
             raise VocabularyError("the vocabulary is empty: give at least one class name")
         if not self.classes:
-            line = min(line for line, owner in self.prompt_line.values() if owner == BACKGROUND)
+            line = min(line for line, _, owner in self.prompt_line.values() if owner == BACKGROUND)
             raise VocabularyError(
                 f"line {line}: {BACKGROUND!r} is the only class; add the classes to label (background prompts "
                 "only compete with them)"
@@ -196,10 +243,19 @@ def parse_vocabulary(text: str) -> Vocabulary:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        comment = TRAILING_COMMENT.search(line)
+        if comment:
+            warnings.warn(
+                f"line {number}: {line[comment.start() :].strip()!r} is read as a comment; a '#' inside "
+                "a prompt needs the YAML format",
+                VocabularyWarning,
+                stacklevel=2,
+            )
+            line = line[: comment.start()].strip()
         if ":" in line:
             name, _, listed = line.partition(":")
             builder.add(name, listed.split(",") if listed.strip() else [], line=number)
-        elif line == BACKGROUND:
+        elif is_background(line):
             raise VocabularyError(
                 f"line {number}: {BACKGROUND!r} is reserved for background prompts; write 'background: sky, wall, ...'"
             )
@@ -208,13 +264,18 @@ def parse_vocabulary(text: str) -> Vocabulary:
     return builder.build()
 
 
-def _key_line(text: str, key: str, *, occurrence: int) -> int:
-    """The 1-based line of the ``occurrence``-th JSON object key ``key`` in ``text`` (1 when absent)."""
-    pattern = re.compile(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:")
-    matches = list(pattern.finditer(text))
-    if len(matches) < occurrence:
-        return 1
-    return text.count("\n", 0, matches[occurrence - 1].start()) + 1
+def _key_lines(text: str) -> dict[str, list[int]]:
+    """Each JSON object key of ``text`` (valid JSON) -> the 1-based lines it appears on, in order: one
+    pass over the text's strings (outside strings, valid JSON has no quotes)."""
+    lines: dict[str, list[int]] = {}
+    line, position = 1, 0
+    for match in re.finditer(r'"(?:[^"\\]|\\.)*"(\s*:)?', text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        if match.group(1) is not None:
+            key = json.loads(text[match.start() : match.end() - len(match.group(1))])
+            lines.setdefault(key, []).append(line)
+    return lines
 
 
 def parse_caption_ontology(text: str) -> Vocabulary:
@@ -229,9 +290,11 @@ def parse_caption_ontology(text: str) -> Vocabulary:
         raise VocabularyError('line 1: a CaptionOntology is one JSON object, {"prompt": "class", ...}')
     by_class: dict[str, list[tuple[str, int]]] = {}
     seen: dict[str, int] = {}
+    key_lines = _key_lines(text)
     for prompt, name in pairs:
         seen[prompt] = seen.get(prompt, 0) + 1
-        line = _key_line(text, prompt, occurrence=seen[prompt])
+        found = key_lines.get(prompt, [])
+        line = found[seen[prompt] - 1] if len(found) >= seen[prompt] else 1
         if seen[prompt] > 1:
             raise VocabularyError(f"line {line}: the prompt {prompt!r} is given twice; each prompt may name one class")
         if not isinstance(name, str):
@@ -242,11 +305,9 @@ def parse_caption_ontology(text: str) -> Vocabulary:
     builder = _Builder.new()
     for name, prompts in by_class.items():
         first_line = prompts[0][1]
-        if name != BACKGROUND:
-            if not name:
-                raise VocabularyError(f"line {first_line}: the prompt {prompts[0][0]!r} maps to an empty class name")
-            builder.classes[name] = []
-            builder.class_line[name] = first_line
+        if not name:
+            raise VocabularyError(f"line {first_line}: the prompt {prompts[0][0]!r} maps to an empty class name")
+        name = builder.declare(name, line=first_line)
         for prompt, line in prompts:
             builder.add_prompt(name, prompt, line=line)
     return builder.build()
@@ -266,29 +327,41 @@ def parse_yaml_vocabulary(text: str) -> Vocabulary:
         raise VocabularyError("line 1: the YAML vocabulary is a mapping with 'classes:' (and 'background:')")
     sections = {}
     for key, value in root.value:
-        if key.value in sections:
-            raise VocabularyError(f"line {key.start_mark.line + 1}: {key.value!r} is given twice")
-        if key.value not in ("classes", BACKGROUND):
+        name = _yaml_key(key)
+        section = BACKGROUND if is_background(name) else name
+        if section in sections:
+            raise VocabularyError(f"line {key.start_mark.line + 1}: {name!r} is given twice")
+        if section not in ("classes", BACKGROUND):
             raise VocabularyError(
-                f"line {key.start_mark.line + 1}: unknown key {key.value!r}; use 'classes' and 'background'"
+                f"line {key.start_mark.line + 1}: unknown key {name!r}; use 'classes' and 'background'"
             )
-        sections[key.value] = value
+        sections[section] = value
     builder = _Builder.new()
     classes = sections.get("classes")
     if not isinstance(classes, yaml.MappingNode):
         line = classes.start_mark.line + 1 if classes is not None else 1
         raise VocabularyError(f"line {line}: 'classes' must map each class name to its prompts")
     for key, value in classes.value:
-        line = key.start_mark.line + 1
-        if key.value == BACKGROUND:
+        line, name = key.start_mark.line + 1, _yaml_key(key)
+        if is_background(name):
             raise VocabularyError(f"line {line}: put background prompts under the top-level 'background:' key")
-        builder.add(str(key.value), _yaml_prompts(value, default=str(key.value), line=line), line=line)
+        builder.add(name, _yaml_prompts(value, default=name, line=line), line=line)
     if BACKGROUND in sections:
         node = sections[BACKGROUND]
         builder.add(
             BACKGROUND, _yaml_prompts(node, default=None, line=node.start_mark.line + 1), line=node.start_mark.line + 1
         )
     return builder.build()
+
+
+def _yaml_key(node: Any) -> str:
+    """A mapping key's text; a key that is a list or a mapping (``? [a, b]``) is refused with its line."""
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode):
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+        raise VocabularyError(f"line {node.start_mark.line + 1}: a key is {kind}; keys must be plain names")
+    return str(node.value)
 
 
 def _yaml_prompts(node: Any, *, default: str | None, line: int) -> list[str]:
@@ -320,6 +393,11 @@ def read_vocabulary(path: str | os.PathLike) -> Vocabulary:
     except UnicodeDecodeError as error:
         raise ValueError(f"vocabulary file {str(path)!r} is not UTF-8 text: {error}") from error
     try:
-        return PARSERS.get(path.suffix.lower(), parse_vocabulary)(text)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VocabularyWarning)
+            vocabulary = PARSERS.get(path.suffix.lower(), parse_vocabulary)(text)
     except ValueError as error:
         raise ValueError(f"vocabulary file {str(path)!r}, {error}") from error
+    for warning in caught:  # again, naming the file
+        warnings.warn(f"vocabulary file {str(path)!r}, {warning.message}", warning.category, stacklevel=2)
+    return vocabulary

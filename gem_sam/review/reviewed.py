@@ -39,12 +39,20 @@ class ReviewCounts:
     deleted: int = 0  # predictions the reviewer removed
     unreviewed: int = 0  # tasks without a submitted annotation
     reviewed: int = 0  # tasks with one
+    merged: list[str] = field(default_factory=list)  # images whose several tasks were merged into one
 
     def lines(self) -> list[str]:
-        return [
+        out = [
             f"tasks reviewed: {self.reviewed}, not reviewed: {self.unreviewed}",
             f"regions kept: {self.kept}, edited: {self.edited}, added: {self.added}, deleted: {self.deleted}",
         ]
+        if self.merged:
+            out.append(
+                f"images with several tasks (imported more than once), merged: {len(self.merged)}; the latest "
+                "submitted annotation of an image's tasks counts"
+            )
+            out += [f"  {line}" for line in self.merged]
+        return out
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,24 @@ def read_export(path: str | os.PathLike) -> list[dict[str, Any]]:
     return tasks
 
 
+def merge_duplicate_tasks(tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One task per image: tasks of the same ``gem_sam_file_name`` (a project whose tasks were imported
+    twice) become the first of them with the annotations of all, so that the latest submitted one counts
+    as it does within a task. Returns the tasks in first-seen order and a line per merged image."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for task in tasks:
+        groups.setdefault(task["data"].get("gem_sam_file_name"), []).append(task)
+    merged, lines = [], []
+    for file_name, group in groups.items():
+        if len(group) == 1 or file_name is None:
+            merged.extend(group)
+            continue
+        annotations = [a for task in group for a in task.get("annotations") or []]
+        merged.append({**group[0], "annotations": annotations})
+        lines.append(f"{file_name}: tasks {', '.join(str(task.get('id')) for task in group)}")
+    return merged, lines
+
+
 def _same(a: Region, b: Region) -> bool:
     return a.class_name == b.class_name and a.mask.shape == b.mask.shape and bool((a.mask == b.mask).all())
 
@@ -184,8 +210,8 @@ def import_reviewed(
     run's images, categories and settings, one annotation per region (``review`` says kept, edited,
     added or unreviewed; ``score`` is 1.0 for what a reviewer drew or changed). Nothing is written when
     the export is refused."""
-    tasks = read_export(export_path)
-    counts = ReviewCounts()
+    tasks, merged = merge_duplicate_tasks(read_export(export_path))
+    counts = ReviewCounts(merged=merged)
     class_id = {name: index for index, name in enumerate(run.names, start=1)}
     images, annotations = [], []
     for image, regions in reviewed_images(tasks, run, unreviewed=unreviewed, counts=counts):

@@ -17,23 +17,7 @@ import torch
 from gem_sam.label import main
 from gem_sam.sam import build_mask_generator
 
-from ..conftest import SKIMAGE_DATA, TINY_CLIP_NAME, TINY_SAM_NAME, rgb_photo, self_evaluation, small_photo, tiny_sam
-
-
-@pytest.fixture
-def base_args(tiny_clip_checkpoint: Path, tiny_sam_checkpoint: Path) -> list[str]:
-    return [
-        "--clip-model", TINY_CLIP_NAME,
-        "--pretrained", str(tiny_clip_checkpoint),
-        "--sam-model", TINY_SAM_NAME,
-        "--sam-checkpoint", str(tiny_sam_checkpoint),
-        "--device", "cpu",
-        "--points-per-side", "3",
-        "--pred-iou-thresh", "0",
-        "--stability-score-thresh", "0.3",
-        "--box-nms-thresh", "1.0",
-        "--quiet",
-    ]  # fmt: skip
+from ..conftest import SKIMAGE_DATA, TINY_SAM_NAME, rgb_photo, self_evaluation, small_photo, tiny_sam
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -369,7 +353,7 @@ def test_prompts_and_background_equal_the_flat_prompts_mapped_by_hand(
         grouped_vocab.write_text(
             json.dumps({**{p: c for p, c in PROMPT_CLASS.items()}, "sky": "background", "wall": "background"})
         )
-    flat_out, grouped_out = tmp_path / "flat.json", tmp_path / "grouped.json"
+    flat_out, grouped_out = tmp_path / "flat_out.json", tmp_path / "grouped_out.json"  # not the vocabularies
     assert run(["--images", str(photo_folder), "--vocab", str(flat_vocab), "--out", str(flat_out), *base_args])[0] == 0
     code, stdout, _ = run(
         ["--images", str(photo_folder), "--vocab", str(grouped_vocab), "--out", str(grouped_out), *base_args]

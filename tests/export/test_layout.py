@@ -19,9 +19,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from gem_sam.cli.export import main
-from gem_sam.export.layout import distinct_names, split_names, unsafe_file_name
+from gem_sam.export.layout import split_names, unsafe_file_name
 from gem_sam.export.yolo import label_path, yaml_quoted
 from gem_sam.mask_ops import encode_rle
+from gem_sam.paths import distinct_names
 
 from ..conftest import small_photo
 
@@ -453,7 +454,9 @@ def test_yolo_split_is_deterministic_and_read_by_ultralytics(four_images: Path, 
 
 def test_coco_polygons_split_into_two_files(four_images: Path, tmp_path: Path) -> None:
     out = tmp_path / "poly"
-    code, stdout, _ = export(str(four_images), "--to", "coco-polygons", "--out", str(out), "--val-fraction", "0.5")
+    code, stdout, _ = export(
+        str(four_images), "--to", "coco-polygons", "--out", str(out), "--val-fraction", "0.5", "--seed", "2"
+    )
     assert code == 0 and "split: 2 train, 2 val" in stdout
     files = {split: json.loads((out / f"annotations_{split}.json").read_text()) for split in ("train", "val")}
     names = [{image["file_name"] for image in files[split]["images"]} for split in ("train", "val")]
@@ -464,14 +467,40 @@ def test_coco_polygons_split_into_two_files(four_images: Path, tmp_path: Path) -
         assert {a["image_id"] for a in data["annotations"]} == {image["id"] for image in data["images"]}
 
 
-@pytest.mark.parametrize(
-    "fraction,n,expected_val", [(0.2, 10, 2), (0.01, 10, 1), (0.99, 10, 9), (0.5, 1, 0), (0.5, 3, 2)]
-)
-def test_split_sizes(fraction: float, n: int, expected_val: int) -> None:
-    names = [f"{i}.jpg" for i in range(n)]
-    splits = split_names(names, val_fraction=fraction, seed=0)
-    assert sum(split == "val" for split in splits.values()) == expected_val
-    assert splits == split_names(list(reversed(names)), val_fraction=fraction, seed=0)  # order does not matter
+def test_split_draws_each_image_from_its_own_name() -> None:
+    names = [f"img{i:05d}.jpg" for i in range(10_000)]
+    splits = split_names(names, val_fraction=0.2, seed=0)
+    share = sum(split == "val" for split in splits.values()) / len(names)
+    assert abs(share - 0.2) < 0.012  # three standard deviations of a binomial share at n = 10,000
+    assert splits == split_names(list(reversed(names)), val_fraction=0.2, seed=0)  # order does not matter
+    assert split_names(names[:100], val_fraction=0.2, seed=0) == {name: splits[name] for name in names[:100]}
+    assert split_names(names, val_fraction=0.2, seed=1) != splits  # the seed draws another split
+
+
+def test_adding_images_never_moves_one_between_splits(tmp_path: Path) -> None:
+    """Ten images exported with a split, then the same ten and one more: no image changes its split,
+    and the counts are printed."""
+    images = tmp_path / "images"
+    images.mkdir()
+    entries = []
+    for index in range(11):
+        name = f"img{index:03d}.jpg"
+        small_photo(["astronaut.png", "coffee.png", "chelsea.png"][index % 3], long_side=24).convert("RGB").save(
+            images / name
+        )
+        size_hw = np.asarray(Image.open(images / name)).shape[:2]
+        entries.append((name, size_hw, [(1, box_mask(size_hw, 1, 1, 10, 10))]))
+    placed = {}
+    for count in (10, 11):
+        coco = write_coco(tmp_path / f"run{count}.json", images, entries[:count], ["thing"])
+        out = tmp_path / f"yolo{count}"
+        code, stdout, _ = export(str(coco), "--to", "yolo-seg", "--out", str(out), "--val-fraction", "0.3")
+        assert code == 0
+        placed[count] = {path.name: path.parent.name for path in (out / "images").rglob("*.jpg")}
+        train, val = (sum(split == name for split in placed[count].values()) for name in ("train", "val"))
+        assert f"split: {train} train, {val} val" in stdout and train + val == count
+    assert {name: placed[11][name] for name in placed[10]} == placed[10]
+    assert set(placed[10].values()) == {"train", "val"}
 
 
 @pytest.mark.parametrize("fraction", ["0", "1", "-0.1", "1.5"])

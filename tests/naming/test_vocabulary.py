@@ -15,10 +15,12 @@ from gem_sam.naming.mask_labels import label_masks
 from gem_sam.naming.text import encode_vocabulary, template_set
 from gem_sam.naming.vocabulary import (
     Vocabulary,
+    VocabularyWarning,
     class_similarity,
     parse_caption_ontology,
     parse_vocabulary,
     parse_yaml_vocabulary,
+    prompt_key,
     read_vocabulary,
 )
 
@@ -195,3 +197,150 @@ def test_imagenet_template_ensemble_is_clips_recipe(tiny_clip_checkpoint: Path) 
             by_hand.append(F.normalize(embeddings.mean(dim=0), dim=0))
     torch.testing.assert_close(ours, torch.stack(by_hand), atol=1e-6, rtol=1e-5)
     assert not torch.allclose(ours[0], ours[1], atol=1e-3)
+
+
+# --- prompts CLIP cannot tell apart, the reserved name, keys, comments ------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("cup: Cup\nmug: cup\n", "line 2: the prompt 'cup' of 'mug' is already a prompt of 'cup' 'Cup', which CLIP"),
+        ("coffee cup\ncoffee  cup\n", "line 2: class 'coffee  cup' is declared again (first on line 1 as"),
+        ("mug: coffee cup\ncup: coffee\tcup\n", "line 2: the prompt 'coffee\\tcup' of 'cup' is already a prompt"),
+        ("caf\u00e9\ncafe\u0301\n", "line 2: class 'cafe\u0301' is declared again (first on line 1 as 'caf\u00e9')"),
+        ("mug: caf\u00e9\ncup: CAFE\u0301\n", "line 2: the prompt 'CAFE\u0301' of 'cup' is already a prompt of 'mug'"),
+        ("cup\nBackground\n", "line 2: 'background' is reserved"),
+    ],
+    ids=["case", "spaces", "tab", "nfc-nfd-class", "nfd-and-case-prompt", "background-alone"],
+)
+def test_prompts_clip_reads_the_same_are_one_prompt(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_vocabulary(text)
+    assert message in str(caught.value)
+
+
+def test_prompt_key_is_what_clips_tokenizer_tells_apart() -> None:
+    """Texts with one key get one token sequence from open_clip's own tokenizer; the others do not."""
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    same = [("Cup", "cup"), ("coffee  cup", "coffee cup"), ("caf\u00e9", "cafe\u0301"), ("a\tb", "a b")]
+    for a, b in same:
+        assert prompt_key(a) == prompt_key(b)
+        assert torch.equal(tokenizer([a]), tokenizer([b])), (a, b)
+    assert prompt_key("cup") != prompt_key("cups") and not torch.equal(tokenizer(["cup"]), tokenizer(["cups"]))
+
+
+@pytest.mark.parametrize(
+    "parse,text",
+    [
+        (parse_vocabulary, "cup\nBackground: sky, wall\n"),
+        (parse_vocabulary, "cup\nBACKGROUND: sky, wall\n"),
+        (parse_caption_ontology, '{"cup": "cup", "sky": "Background", "wall": "background"}'),
+        (parse_yaml_vocabulary, "classes:\n  cup:\nBackground: [sky, wall]\n"),
+    ],
+)
+def test_background_is_reserved_in_every_case(parse, text: str) -> None:
+    vocabulary = parse(text)
+    assert vocabulary.classes == ("cup",) and vocabulary.background == ("sky", "wall")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Vocabulary(classes=("cup", "Background"), prompts=(("cup",), ("sky",))),
+        lambda: Vocabulary.from_names(["cup", "BackGround"]),
+        lambda: Vocabulary(classes=("mug", "cup"), prompts=(("Cup",), ("cup",))),
+    ],
+)
+def test_the_api_refuses_what_the_files_refuse(make) -> None:
+    with pytest.raises(ValueError, match="reserved|to CLIP"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("classes:\n  ? [a, b]\n  : [x]\n", "line 2: a key is a list; keys must be plain names"),
+        ("classes:\n  ? {a: b}\n  : [x]\n", "line 2: a key is a mapping"),
+        ("? [classes]\n: {cup: }\n", "line 1: a key is a list"),
+        ("classes:\n  Background: [sky]\n", "line 2: put background prompts under the top-level"),
+    ],
+)
+def test_yaml_keys_that_are_not_names_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_yaml_vocabulary(text)
+    assert message in str(caught.value)
+
+
+def test_trailing_comments_are_comments_with_a_warning() -> None:
+    with pytest.warns(VocabularyWarning) as caught:
+        vocabulary = parse_vocabulary("cup    # a class that is its own prompt\ndog: dog, puppy #two\nsize#2\n")
+    assert vocabulary.classes == ("cup", "dog", "size#2") and vocabulary.prompts_of("dog") == ("dog", "puppy")
+    assert [str(w.message) for w in caught] == [
+        "line 1: '# a class that is its own prompt' is read as a comment; a '#' inside a prompt needs the YAML format",
+        "line 2: '#two' is read as a comment; a '#' inside a prompt needs the YAML format",
+    ]
+
+
+def test_the_docstring_examples_read_as_they_say() -> None:
+    """The module docstring's text and YAML examples, copied as a user would."""
+    import textwrap
+    import warnings
+
+    import gem_sam.naming.vocabulary as module
+
+    doc = module.__doc__
+    text_example = textwrap.dedent(doc.split("ignored::\n")[1].split("\n\n  Text after")[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vocabulary = parse_vocabulary(text_example)
+    assert vocabulary.classes == ("cup", "person") and vocabulary.background == ("sky", "wall", "floor")
+    yaml_example = textwrap.dedent(doc.split("commas or colons::\n")[1].split("\n\nA class")[0])
+    assert parse_yaml_vocabulary(yaml_example).classes == ("cup, handle", "person", "dog")
+
+
+def test_a_caption_ontology_is_read_in_one_pass(monkeypatch) -> None:
+    """4,000 prompts: the text is scanned for key lines once, not once per prompt (which took 0.46 s at
+    4,000 prompts and grew with their square); the line of a duplicate at the end is still exact."""
+    import re
+
+    import gem_sam.naming.vocabulary as module
+
+    scans = []  # regular-expression calls over the ontology's text
+
+    def counted(function):
+        def call(pattern, string, *args, **kwargs):
+            scans.append(len(string) > 10_000)
+            return function(pattern, string, *args, **kwargs)
+
+        return call
+
+    for name in ("finditer", "search", "findall", "match"):
+        monkeypatch.setattr(module.re, name, counted(getattr(re, name)))
+    monkeypatch.setattr(module.re, "compile", lambda *a, **k: CountedPattern(re.compile(*a, **k), scans))
+    lines = [f'  "prompt {i}": "class {i % 50}"' for i in range(4000)] + ['  "prompt 7": "class 3"']
+    text = "{\n" + ",\n".join(lines) + "\n}"
+    with pytest.raises(ValueError) as caught:
+        parse_caption_ontology(text)
+    monkeypatch.undo()
+    assert "line 4002: the prompt 'prompt 7' is given twice" in str(caught.value)
+    assert sum(scans) == 1, len(scans)
+    assert len(parse_caption_ontology("{\n" + ",\n".join(lines[:-1]) + "\n}").classes) == 50
+
+
+class CountedPattern:
+    """A compiled pattern whose scans of long texts are counted (``scans`` gets True per such scan)."""
+
+    def __init__(self, pattern, scans: list) -> None:
+        self.pattern, self.scans = pattern, scans
+
+    def __getattr__(self, name: str):
+        method = getattr(self.pattern, name)
+        if name not in ("finditer", "search", "findall", "match"):
+            return method
+
+        def call(string, *args, **kwargs):
+            self.scans.append(len(string) > 10_000)
+            return method(string, *args, **kwargs)
+
+        return call

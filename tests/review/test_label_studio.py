@@ -167,7 +167,7 @@ def test_review_round_trip(label_studio: LabelStudio, run: Path, tmp_path: Path)
     data = json.loads(out.read_text())
     assert data["info"]["review"] == {
         "source": str(exported.resolve()), "unreviewed_rule": "drop", "kept": kept, "edited": 1, "added": 1,
-        "deleted": 1, "reviewed": 2, "unreviewed": 1,
+        "deleted": 1, "reviewed": 2, "unreviewed": 1, "merged": [],
     }  # fmt: skip
     names = {image["id"]: image["file_name"] for image in data["images"]}
     assert sorted(names.values()) == [first["data"]["gem_sam_file_name"], second["data"]["gem_sam_file_name"]]
