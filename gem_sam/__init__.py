@@ -28,9 +28,11 @@ from .naming import (
     ScorerConfig,
     SelfSelfAttention,
     Vocabulary,
+    annotations_review_priority,
     build_gem_scorer,
     label_masks,
     read_vocabulary,
+    review_priority,
 )
 from .sam import (
     SAM2_VARIANTS,
@@ -66,6 +68,7 @@ __all__ = [
     "ScorerConfig",
     "SelfSelfAttention",
     "Vocabulary",
+    "annotations_review_priority",
     "build_coco",
     "build_gem_scorer",
     "build_mask_generator",
@@ -79,5 +82,6 @@ __all__ = [
     "pool_in_masks",
     "read_vocabulary",
     "register_sam_architecture",
+    "review_priority",
     "sam_model_names",
 ]

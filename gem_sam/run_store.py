@@ -40,9 +40,13 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
+RECORD_VERSION = 3  # what a labelling record holds; 3: each mask's margin and entropy
+
+
 def image_key(file_name: str, fingerprint: str) -> str:
-    """The record key of an image: its relative path and its fingerprint."""
-    return f"{file_name}\0{fingerprint}"
+    """The record key of an image: its relative path, its fingerprint and the record version, so that
+    a record of an older gem_sam (without the fields this one writes) is labelled again, not reused."""
+    return f"{file_name}\0{fingerprint}\0v{RECORD_VERSION}"
 
 
 def records_folder(out_path: str | os.PathLike) -> Path:

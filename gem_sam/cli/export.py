@@ -97,6 +97,15 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
         metavar="URL",
         help="label-studio: images are served elsewhere: their URL is this prefix + the file name",
     )
+    parser.add_argument(
+        "--review-first",
+        type=int,
+        default=None,
+        metavar="N",
+        help="label-studio: export only the N images of highest review priority (whose largest masks' names "
+        "are least sure), least sure first; every task's prediction score is 1 - its priority, so Label Studio's "
+        "sort by prediction score and uncertainty sampling show the least sure first anyway",
+    )
     add_quality_arguments(parser)
     parser.add_argument("--version", action="version", version=f"gem_sam {__version__}")
     return parser
@@ -112,7 +121,9 @@ def export_to_folder(args: argparse.Namespace, run: RunOutput) -> tuple[ExportSt
         from ..review.label_studio import export_label_studio, label_studio_tasks
 
         root = Path(args.document_root) if args.document_root else None
-        tasks = label_studio_tasks(run, document_root=root, image_url_prefix=args.image_url_prefix)
+        tasks = label_studio_tasks(
+            run, document_root=root, image_url_prefix=args.image_url_prefix, review_first=args.review_first
+        )
         with staged_export(folder, export_format=args.to) as staging:
             stats = export_label_studio(run, staging, tasks=tasks)
         stats.kept = folder.kept_lines()
@@ -144,6 +155,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export
         parser.error(f"--val-fraction applies to --to {', '.join(SPLIT_FORMATS)}")
     if (args.document_root or args.image_url_prefix) and args.to != "label-studio":
         parser.error("--document-root and --image-url-prefix apply to --to label-studio")
+    if args.review_first is not None and args.to != "label-studio":
+        parser.error("--review-first applies to --to label-studio")
     if args.document_root and args.image_url_prefix:
         parser.error("give --document-root or --image-url-prefix, not both")
     try:

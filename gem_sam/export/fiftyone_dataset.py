@@ -17,7 +17,8 @@ from .stats import ExportStats
 
 def fiftyone_samples(run: RunOutput) -> list[dict[str, Any]]:
     """Per image: ``filepath`` (absolute) and ``detections``, each with ``label``, ``confidence``,
-    ``bounding_box`` (relative XYWH), ``mask`` (bool, cropped to the box) and SAM's scores."""
+    ``bounding_box`` (relative XYWH), ``mask`` (bool, cropped to the box), SAM's scores, and the
+    class distribution's ``margin`` and ``entropy`` (sort by margin to see the least sure first)."""
     samples = []
     for image in run.images:
         height, width = image["height"], image["width"]
@@ -34,6 +35,8 @@ def fiftyone_samples(run: RunOutput) -> list[dict[str, Any]]:
                     "predicted_iou": annotation.get("predicted_iou"),
                     "stability_score": annotation.get("stability_score"),
                     "similarity": annotation.get("similarity"),
+                    "margin": annotation.get("margin"),
+                    "entropy": annotation.get("entropy"),
                 }
             )
         samples.append({"filepath": str(run.image_path(image).resolve()), "detections": detections})

@@ -65,7 +65,7 @@ def categories(vocabulary: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _coco_annotation(annotation: dict[str, Any], *, annotation_id: int, image_id: int) -> dict[str, Any]:
-    extra = {"similarity": float(annotation["similarity"])} if "similarity" in annotation else {}
+    extra = {key: float(annotation[key]) for key in ("similarity", "margin", "entropy") if key in annotation}
     return {
         "id": annotation_id,
         "image_id": image_id,

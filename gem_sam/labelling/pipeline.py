@@ -72,8 +72,9 @@ class AutoLabeller:
 
     def label(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
         """HxWx3 uint8 RGB -> annotations (``class_index``, COCO RLE ``segmentation``, ``area``,
-        ``bbox`` XYWH, ``score``, ``similarity``, ``predicted_iou``, ``stability_score``), in SAM's
-        mask order, after background removal and the label config's filters."""
+        ``bbox`` XYWH, ``score``, ``similarity``, ``margin``, ``entropy``, ``predicted_iou``,
+        ``stability_score``), in SAM's mask order, after background removal and the label config's
+        filters. ``naming.uncertainty.review_priority`` ranks images by their masks' margins."""
         return self.name_masks(image_rgb, self.mask_generator.generate(image_rgb)).annotations
 
     def name_masks(self, image_rgb: np.ndarray, records: list[dict[str, Any]]) -> NamedMasks:
@@ -103,6 +104,8 @@ class AutoLabeller:
                 "bbox": rle_bbox_xywh(record["segmentation"]),  # COCO's extent, not SAM's inclusive box
                 "score": float(labels.score[i]),
                 "similarity": float(labels.similarity[i]),
+                "margin": float(labels.margin[i]),
+                "entropy": float(labels.entropy[i]),
                 "predicted_iou": float(record["predicted_iou"]),
                 "stability_score": float(record["stability_score"]),
             }

@@ -2,7 +2,8 @@
 
 Written beside the COCO file as ``<out>.report.json`` and, when matplotlib is installed (the
 ``report`` extra), ``<out>.report.png``. It shows at a glance whether a class is starved (few masks)
-or swamped (many masks of low score), and which files were skipped.
+or swamped (many masks of low score), how sure the names are (the margin between each mask's two best
+classes, ``naming.uncertainty``), which images to review first, and which files were skipped.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ..naming.uncertainty import annotations_review_priority
 from .coco import LabelledImage
 
-SCORE_BINS = 10  # histogram bins of the scores over [0, 1]
+SCORE_BINS = 10  # histogram bins of the scores and margins over [0, 1]
 MAX_CLASSES_DRAWN = 60  # the picture shows at most this many classes, those with the most masks
+REVIEW_FIRST_LISTED = 20  # images of highest review priority named in the report
 
 
 def histogram(values: Sequence[float], *, bins: int, upper: float) -> list[int]:
@@ -46,6 +49,8 @@ class RunReport:
     masks_per_image: list[int] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     background: dict[str, int] = field(init=False)  # per background prompt, the masks it won (not written)
+    margins: list[float] = field(default_factory=list)  # every mask's margin between its two best classes
+    priorities: list[tuple[float, str]] = field(default_factory=list)  # (review priority, file name) per image
 
     def __post_init__(self) -> None:
         self.scores = [[] for _ in self.vocabulary]
@@ -60,6 +65,8 @@ class RunReport:
             self.images_with_class[class_index] += 1
         for annotation in image.annotations:
             self.scores[annotation["class_index"]].append(float(annotation["score"]))
+        self.margins += [float(annotation["margin"]) for annotation in image.annotations if "margin" in annotation]
+        self.priorities.append((annotations_review_priority(image.annotations), image.file_name))
 
     def passing(self, images: Iterable[LabelledImage]) -> Iterator[LabelledImage]:
         """Yield ``images`` unchanged, adding each to the report on the way."""
@@ -92,6 +99,13 @@ class RunReport:
                 "images_without_masks": sum(1 for count in per_image if count == 0),
                 "histogram": [per_image.count(count) for count in range(most + 1)],  # index = masks in an image
             },
+            "margin": quantiles(self.margins),
+            "margin_histogram": histogram(self.margins, bins=SCORE_BINS, upper=1.0),
+            "review_priority": quantiles([priority for priority, _ in self.priorities]),
+            "review_first": [
+                {"file_name": name, "priority": priority}
+                for priority, name in sorted(self.priorities, key=lambda item: -item[0])[:REVIEW_FIRST_LISTED]
+            ],
             "skipped": [{"file_name": name, "reason": reason} for name, reason in self.skipped],
             "dropped_as_background": {"masks": sum(self.background.values()), "by_prompt": dict(self.background)},
         }
@@ -115,8 +129,8 @@ def picture_note(report: dict[str, Any]) -> str | None:
 
 
 def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
-    """Draw the report as one PNG (masks per class, scores per class, masks per image); with a large
-    vocabulary, only the classes of ``drawn_classes``.
+    """Draw the report as one PNG (masks per class, scores per class, masks per image, margins); with a
+    large vocabulary, only the classes of ``drawn_classes``.
 
     Returns False, writing nothing, when matplotlib is not installed.
     """
@@ -131,8 +145,8 @@ def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
     classes = drawn_classes(report)
     names = [entry["name"] for entry in classes]
     height = max(4.0, 0.28 * len(names) + 1.5)
-    figure, (counts_axis, scores_axis, images_axis) = plt.subplots(
-        1, 3, figsize=(16, height), gridspec_kw={"width_ratios": [1, 1, 1]}
+    figure, (counts_axis, scores_axis, images_axis, margin_axis) = plt.subplots(
+        1, 4, figsize=(21, height), gridspec_kw={"width_ratios": [1, 1, 1, 1]}
     )
     positions = np.arange(len(names))
     counts_axis.barh(positions, [entry["masks"] for entry in classes], color="#4c72b0")
@@ -162,6 +176,14 @@ def save_report_png(report: dict[str, Any], path: str | os.PathLike) -> bool:
     images_axis.set_title("masks per image")
     images_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     images_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    margins = report.get("margin_histogram") or [0] * SCORE_BINS
+    edges = np.asarray(report["score_histogram_edges"])
+    margin_axis.bar(edges[:-1], margins, width=np.diff(edges), align="edge", color="#c44e52", edgecolor="white")
+    margin_axis.set_xlim(0, 1)
+    margin_axis.set_xlabel("margin: best minus second-best class probability (0: a tie)")
+    margin_axis.set_ylabel("masks")
+    margin_axis.set_title("how sure the names are")
+    margin_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     shown = (
         f" (the {len(classes)} classes with the most masks, of {len(report['classes'])})"
         if picture_note(report)

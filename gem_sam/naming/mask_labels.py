@@ -5,8 +5,9 @@ A class's similarity inside a mask is the maximum over its prompts' pooled simil
 of a mask is the softmax, over the classes and (when the vocabulary has background prompts) the
 background, of the logit scale (100 for CLIP) times the class similarities, read at the chosen
 class: the probability the model gives that name among the vocabulary's names. With a one-class
-vocabulary and no background it is always 1. Masks that the background wins are marked, and so are
-masks whose score is below ``min_score``; neither is written.
+vocabulary and no background it is always 1. The same distribution gives each mask's margin and
+entropy (``uncertainty``), background counted as a class. Masks that the background wins are marked,
+and so are masks whose score is below ``min_score``; neither is written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .uncertainty import margin_and_entropy
 from .vocabulary import Vocabulary, class_similarity
 
 
@@ -28,6 +30,8 @@ class MaskLabels:
     prompt_index: torch.Tensor  # [M] int64, the winning prompt, an index into ``Vocabulary.all_prompts``
     background: torch.Tensor  # [M] bool, a background prompt won
     keep: torch.Tensor  # [M] bool, not background and score >= min_score
+    margin: torch.Tensor  # [M] float32, best minus second-best probability (``uncertainty``)
+    entropy: torch.Tensor  # [M] float32, entropy of the class distribution, nats
 
 
 def label_masks(
@@ -46,9 +50,13 @@ def label_masks(
             raise ValueError(f"pooled has {n_prompts} prompts, the vocabulary {len(prompt_class)}")
     if n_masks == 0:
         empty = torch.zeros(0, dtype=torch.long)
-        return MaskLabels(empty, torch.zeros(0), torch.zeros(0), empty, empty.bool(), empty.bool())
+        return MaskLabels(
+            empty, torch.zeros(0), torch.zeros(0), empty, empty.bool(), empty.bool(), torch.zeros(0), torch.zeros(0)
+        )
     grouped = class_similarity(pooled, prompt_class, n_groups)  # [M, G]
-    score, class_index = (grouped * logit_scale).softmax(dim=-1).max(dim=-1)  # [M], [M]
+    probabilities = (grouped * logit_scale).softmax(dim=-1)  # [M, G], background a class of its own
+    score, class_index = probabilities.max(dim=-1)  # [M], [M]
+    margin, entropy = margin_and_entropy(probabilities)
     similarity = grouped.gather(1, class_index[:, None])[:, 0]
     # the winning prompt: the best prompt among those of the winning class
     of_winner = prompt_class.to(pooled.device)[None, :] == class_index[:, None]  # [M, P]
@@ -61,4 +69,6 @@ def label_masks(
         prompt_index=prompt_index,
         background=background,
         keep=~background & (score >= min_score),
+        margin=margin,
+        entropy=entropy,
     )

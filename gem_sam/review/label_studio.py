@@ -4,7 +4,8 @@ config whose labels are the run's classes.
     OUT/label_config.xml   an Image with BrushLabels (and PolygonLabels, for regions drawn by hand) of
                            the run's classes: paste it into a new project's labelling interface
     OUT/tasks.json         one task per image: ``data.image`` (a URL Label Studio serves), the image's
-                           ``gem_sam_file_name``, and one prediction with a brushlabels region per mask
+                           ``gem_sam_file_name``, and one prediction with a brushlabels region per mask,
+                           whose ``score`` is 1 - the image's review priority (least sure images lowest)
 
 Image URLs are Label Studio's local-files URLs (``/data/local-files/?d=<path under the document
 root>``) by default, or ``--image-url-prefix`` + the file name for images served elsewhere. Masks,
@@ -28,6 +29,7 @@ import numpy as np
 from ..export.source import RunOutput
 from ..export.stats import ExportStats
 from ..mask_ops import decode_rle
+from ..naming.uncertainty import annotations_review_priority
 from .brush import mask_to_brush_rle
 
 BRUSH_NAME = "label"  # the BrushLabels control: gem_sam's masks
@@ -80,16 +82,20 @@ def brush_region(mask: np.ndarray, class_name: str, *, score: float, region_id: 
 def prediction(
     annotations: Sequence[dict[str, Any]], class_names: Sequence[str], *, version: str, id_prefix: str
 ) -> dict[str, Any]:
-    """A Label Studio prediction of one image's masks: ``annotations`` with an RLE ``segmentation`` and a
-    ``score``, ``class_names`` the class of each."""
+    """A Label Studio prediction of one image's masks: ``annotations`` with an RLE ``segmentation``, a
+    ``score`` and a ``margin``, ``class_names`` the class of each.
+
+    The prediction's ``score`` is 1 minus the image's review priority
+    (``naming.uncertainty.annotations_review_priority``): Label Studio's uncertainty sampling and its
+    sort by prediction score (ascending) then bring the least sure images first."""
     regions = [
         brush_region(
             decode_rle(annotation["segmentation"]), name, score=annotation["score"], region_id=f"{id_prefix}-{index}"
         )
         for index, (annotation, name) in enumerate(zip(annotations, class_names, strict=True))
     ]
-    mean = sum(region["score"] for region in regions) / len(regions) if regions else 0.0
-    return {"model_version": version, "score": mean, "result": regions}
+    confidence = 1.0 - annotations_review_priority(annotations)
+    return {"model_version": version, "score": confidence, "result": regions}
 
 
 def image_url(path: Path, *, document_root: Path | None, url_prefix: str | None, file_name: str) -> str:
@@ -109,14 +115,25 @@ def image_url(path: Path, *, document_root: Path | None, url_prefix: str | None,
 
 
 def label_studio_tasks(
-    run: RunOutput, *, document_root: Path | None = None, image_url_prefix: str | None = None
+    run: RunOutput,
+    *,
+    document_root: Path | None = None,
+    image_url_prefix: str | None = None,
+    review_first: int | None = None,
 ) -> list[dict[str, Any]]:
     """One task per image of ``run`` with its prediction. ``document_root`` (default: the labelled folder)
-    is where Label Studio serves local files from; an image outside it is refused here."""
+    is where Label Studio serves local files from; an image outside it is refused here. ``review_first``:
+    only the images of highest review priority, that many, least sure first."""
     root = document_root if document_root is not None else run.images_dir
     version = model_version(run.info.get("settings", {}))
+    images = run.images
+    if review_first is not None:
+        if review_first < 1:
+            raise ValueError(f"--review-first {review_first} must be at least 1")
+        priority = {image["id"]: annotations_review_priority(run.annotations.get(image["id"], [])) for image in images}
+        images = sorted(images, key=lambda image: -priority[image["id"]])[:review_first]  # stable: file order on ties
     tasks = []
-    for image in run.images:
+    for image in images:
         path, file_name = run.image_path(image), image["file_name"]
         url = image_url(path, document_root=root, url_prefix=image_url_prefix, file_name=file_name)
         annotations = run.annotations.get(image["id"], [])

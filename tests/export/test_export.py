@@ -257,6 +257,7 @@ def test_fiftyone_conversion(run_output: Path) -> None:
             assert detection["mask"].sum() == mask.sum()  # the box holds the whole mask
             assert detection["label"] == VOCABULARY[annotation["category_id"] - 1]
             assert detection["confidence"] == annotation["score"]
+            assert (detection["margin"], detection["entropy"]) == (annotation["margin"], annotation["entropy"])
 
 
 def test_quality_controls_in_export(run_output: Path, tmp_path: Path) -> None:
@@ -352,7 +353,8 @@ for sample in dataset.iter_samples():
         "filepath": sample.filepath,
         "detections": [
             {"label": d.label, "confidence": d.confidence, "bounding_box": list(d.bounding_box),
-             "mask": d.mask.astype(int).tolist(), "predicted_iou": d["predicted_iou"], "similarity": d["similarity"]}
+             "mask": d.mask.astype(int).tolist(), "predicted_iou": d["predicted_iou"], "similarity": d["similarity"],
+             "margin": d["margin"], "entropy": d["entropy"]}
             for d in sample["gem_sam"].detections
         ],
     })
@@ -390,6 +392,7 @@ def test_fiftyone_dataset_read_back_through_fiftyone(run_output: Path, tmp_path:
             assert detection["confidence"] == annotation["score"]
             assert detection["predicted_iou"] == annotation["predicted_iou"]
             assert detection["similarity"] == annotation["similarity"]
+            assert (detection["margin"], detection["entropy"]) == (annotation["margin"], annotation["entropy"])
             assert detection["bounding_box"] == pytest.approx(
                 [x / image["width"], y / image["height"], w / image["width"], h / image["height"]], abs=1e-12
             )

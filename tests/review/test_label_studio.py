@@ -133,6 +133,27 @@ def test_predictions_survive_the_import_exactly(label_studio: LabelStudio, run: 
     assert len(classes_seen) >= 2
 
 
+def test_label_studio_brings_the_least_sure_images_first(label_studio: LabelStudio, run: Path) -> None:
+    """Each task's prediction score is 1 - its image's review priority: Label Studio's data manager sorted
+    by prediction score, and its uncertainty sampling, give the least sure image first."""
+    project, _ = imported_project(label_studio, run, "review order")
+    tasks = json.loads((run / "ls" / "tasks.json").read_text())
+    scores = {task["data"]["gem_sam_file_name"]: task["predictions"][0]["score"] for task in tasks}
+    assert len(set(scores.values())) == len(scores)  # the images differ, so the order means something
+    expected = sorted(scores, key=scores.get)
+    view = label_studio.api(
+        "POST", "/api/dm/views", json={"project": project, "data": {"ordering": ["tasks:predictions_score"]}}
+    ).json()
+    ordered = label_studio.api("GET", f"/api/tasks?project={project}&view={view['id']}&fields=all").json()["tasks"]
+    assert [task["data"]["gem_sam_file_name"] for task in ordered] == expected
+    version = tasks[0]["predictions"][0]["model_version"]
+    label_studio.api(
+        "PATCH", f"/api/projects/{project}", json={"sampling": "Uncertainty sampling", "model_version": version}
+    )
+    first = label_studio.api("GET", f"/api/projects/{project}/next").json()
+    assert first["data"]["gem_sam_file_name"] == expected[0]
+
+
 def test_review_round_trip(label_studio: LabelStudio, run: Path, tmp_path: Path) -> None:
     """Accept predictions, delete a region, relabel one, add a polygon; export from Label Studio; the
     reviewed COCO file holds exactly those edits, mask for mask."""
@@ -269,13 +290,15 @@ def test_ml_backend_predicts_what_the_export_holds(
     try:
         backend = f"http://127.0.0.1:{port}"
         wait_until_up(backend, server, seconds=300, log=log)
-        # bad input is a JSON error: an image it cannot read, a config without the classes
+        # an image it cannot read gets no prediction, with the error listed; a config without the classes
+        # is a JSON error
         missing = requests.post(
             f"{backend}/predict",
             json={"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=nope.jpg"}}]},
             timeout=60,
         )
-        assert missing.status_code == 422 and "nope.jpg" in missing.json()["error"]
+        assert missing.status_code == 200 and missing.json()["results"] == [[]]
+        assert "nope.jpg" in missing.json()["errors"][0]["error"]
         config = (
             '<View><Image name="image" value="$image"/><BrushLabels name="label" toName="image">'
             '<Label value="cat"/></BrushLabels></View>'
