@@ -60,6 +60,27 @@ COCO_CLASSES = (
 PHOTOS = ("coffee.png", "astronaut.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg")
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident memory afresh (Linux). A spawned process begins as a fork of its
+    parent, and without this its peak would include the parent's memory at the fork."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since ``reset_peak_rss`` (VmHWM), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def load_photos(count: int) -> list[np.ndarray]:
     import skimage
     from PIL import Image
@@ -132,6 +153,7 @@ def shift_iou_head(args: dict, *, pass_share: float, folder: Path) -> tuple[str,
 
 def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue) -> None:
     """One side of the comparison, in its own process; puts its timings and masks on ``queue``."""
+    reset_peak_rss()
     import torch
     import torch.nn.functional as F
     from segment_anything import SamAutomaticMaskGenerator
@@ -198,7 +220,7 @@ def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue
             "stage_seconds": {
                 stage: seconds / max(1, len(amg_seconds)) for stage, seconds in generator.times.seconds.items()
             },
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 

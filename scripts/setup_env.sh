@@ -2,6 +2,16 @@
 # Create .venv in the repository root and install gem_sam with its test dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ffmpeg and ffprobe (Debian's package): FiftyOne's video datasets, and the video exports that encode frame
+# folders as MP4 for FiftyOne and Label Studio.
+if ! command -v ffprobe >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; elif command -v sudo >/dev/null 2>&1; then apt_get="sudo apt-get"; fi
+    if [ -n "${apt_get:-}" ] && $apt_get update -qq && $apt_get install -y -qq --no-install-recommends ffmpeg; then
+        :
+    else
+        echo "note: ffmpeg is not installed (apt install ffmpeg); the video exports to FiftyOne and Label Studio need it"
+    fi
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # A torch / torchvision pair that is known to load together.

@@ -10,10 +10,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gem_sam"
 # part -> layer: a module may import its own part, any lower layer, and the helpers at the top (layer 0)
-LAYERS = {"naming": 1, "sam": 1, "labelling": 2, "evaluation": 2, "export": 3, "review": 4, "cli": 5}
+LAYERS = {"naming": 1, "sam": 1, "labelling": 2, "evaluation": 2, "video": 3, "export": 4, "review": 5, "cli": 6}
 HELPERS = {"atomic", "devices", "images", "mask_ops", "paths", "ray_runtime", "run_store", "weights"}
 ENTRY_MODULES = {
     "label",
+    "label_video",
     "evaluate",
     "evaluate_dense",
     "import_reviewed",

@@ -155,7 +155,7 @@ def projection_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+def add_generator_arguments(parser: argparse.ArgumentParser, *, default_sam_model: str = DEFAULT_SAM_MODEL) -> None:
     group = parser.add_argument_group(
         "SAM mask generator",
         "Settings take the defaults of the chosen family's own generator: segment-anything's "
@@ -164,11 +164,11 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--sam-model",
-        default=DEFAULT_SAM_MODEL,
+        default=default_sam_model,
         choices=sam_model_names(),
         metavar="MODEL",
         help=f"SAM 1: {', '.join(SAM_ARCHITECTURES)}; SAM 2.1 / SAM 2: {', '.join(SAM2_VARIANTS)} "
-        f"(default: {DEFAULT_SAM_MODEL})",
+        f"(default: {default_sam_model})",
     )
     group.add_argument(
         "--sam-checkpoint",

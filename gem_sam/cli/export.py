@@ -13,15 +13,20 @@ from .. import __version__
 from ..export.coco_polygons import export_coco_polygons
 from ..export.fiftyone_dataset import load_fiftyone_dataset
 from ..export.layout import plan_images, renames
+from ..export.mot import export_mot
 from ..export.out_folder import check_out_folder, staged_export
 from ..export.polygons import DEFAULT_MIN_POLYGON_AREA
 from ..export.semantic import OVERLAP_RULES, export_semantic
 from ..export.source import RunOutput, read_run_output
 from ..export.stats import ExportStats
+from ..export.video_fiftyone import load_fiftyone_video_dataset
+from ..export.video_yolo import export_video_yolo_seg
 from ..export.yolo import export_yolo_seg
+from ..video.vis import is_tracks_file, read_tracks
 from .args import USER_ERRORS, add_quality_arguments, quality_from_args
 
-FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic", "fiftyone", "label-studio")
+FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic", "fiftyone", "label-studio", "mot")
+VIDEO_FORMATS: tuple[str, ...] = ("mot", "yolo-seg", "fiftyone", "label-studio")  # of a tracks.json
 FOLDER_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons", "semantic")  # write --out with images
 SPLIT_FORMATS: tuple[str, ...] = ("yolo-seg", "coco-polygons")
 
@@ -34,10 +39,17 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
             "Export the COCO file of a gem_sam.label run: yolo-seg (Ultralytics dataset layout), coco-polygons "
             "(polygon segmentations), semantic (one PNG label map per image), fiftyone (a FiftyOne dataset to "
             "browse) or label-studio (tasks with brush predictions and a labelling config, to review). The dataset "
-            "quality controls can be applied on the way."
+            "quality controls can be applied on the way. The tracks.json of gem-sam label-video exports to mot "
+            "(MOTChallenge boxes), yolo-seg (every labelled frame), fiftyone (a video dataset) or label-studio "
+            "(video tasks with a VideoRectangle per track)."
         ),
     )
-    parser.add_argument("annotations", metavar="ANNOTATIONS_JSON", help="the COCO file that gem_sam.label wrote")
+    parser.add_argument(
+        "annotations",
+        metavar="ANNOTATIONS_JSON",
+        help="the COCO file that gem-sam label wrote, or the tracks.json of gem-sam label-video (to mot, yolo-seg, "
+        "fiftyone or label-studio)",
+    )
     parser.add_argument("--to", required=True, choices=FORMATS, help="export format")
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (must be empty unless --overwrite); not for fiftyone"
@@ -86,6 +98,13 @@ def build_parser(*, prog: str = "python -m gem_sam.export") -> argparse.Argument
         "(default: score)",
     )
     parser.add_argument("--dataset-name", metavar="NAME", help="fiftyone: dataset name (default: the file's stem)")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=30.0,
+        help="videos given as frame folders: the frame rate of the MP4 encoded for FiftyOne and Label Studio "
+        "(default: 30)",
+    )
     parser.add_argument(
         "--document-root",
         metavar="DIR",
@@ -144,6 +163,52 @@ def export_to_folder(args: argparse.Namespace, run: RunOutput) -> tuple[ExportSt
     return stats, str(folder.path)
 
 
+def export_tracks(args: argparse.Namespace) -> tuple[ExportStats, str]:
+    """An export of a ``tracks.json`` (videos): mot, yolo-seg, fiftyone or label-studio."""
+    if args.to not in VIDEO_FORMATS:
+        raise ValueError(f"--to {args.to} exports images; a tracks.json exports to {', '.join(VIDEO_FORMATS)}")
+    tracks_data = read_tracks(args.annotations)
+    if args.to == "fiftyone":
+        name = args.dataset_name or Path(args.annotations).stem
+        folder = check_out_folder(args.out, overwrite=args.overwrite, inputs=video_inputs(args)) if args.out else None
+        if folder is None:
+            _, stats = load_fiftyone_video_dataset(tracks_data, name=name, overwrite=args.overwrite, out_dir=None)
+        else:
+            with staged_export(folder, export_format="fiftyone-video") as staging:
+                dataset, stats = load_fiftyone_video_dataset(
+                    tracks_data, name=name, overwrite=args.overwrite, out_dir=staging, final_dir=folder.path
+                )
+            dataset.compute_metadata()  # ffprobe, on the videos where they now are
+        return stats, f"FiftyOne video dataset {name!r} (open it with: fiftyone app launch {name})"
+    folder = check_out_folder(args.out, overwrite=args.overwrite, inputs=video_inputs(args))
+    with staged_export(folder, export_format=f"{args.to}-video") as staging:
+        if args.to == "mot":
+            stats = export_mot(tracks_data, staging)
+        elif args.to == "yolo-seg":
+            stats = export_video_yolo_seg(
+                tracks_data, staging, min_polygon_area=args.min_polygon_area, copy_images=args.copy_images,
+                val_fraction=args.val_fraction, seed=args.seed, final_dir=folder.path,
+            )  # fmt: skip
+        else:
+            from ..review.label_studio_video import export_label_studio_video
+
+            root = Path(args.document_root) if args.document_root else None
+            stats = export_label_studio_video(
+                tracks_data, staging, final_dir=folder.path, document_root=root, url_prefix=args.image_url_prefix,
+                fps=args.fps,
+            )  # fmt: skip
+    stats.kept = folder.kept_lines()
+    return stats, str(folder.path)
+
+
+def video_inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """What a video export reads: the tracks file and each video's source."""
+    sources = {
+        f"the video {Path(v['source']).name}": Path(v["source"]) for v in read_tracks(args.annotations)["videos"]
+    }
+    return {"the tracks file": Path(args.annotations), **sources}
+
+
 def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export") -> int:
     parser = build_parser(prog=prog)
     args = parser.parse_args(argv)
@@ -162,13 +227,20 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m gem_sam.export
     try:
         if args.min_polygon_area < 0:
             raise ValueError(f"--min-polygon-area {args.min_polygon_area:g} must be 0 or more")
-        run = read_run_output(args.annotations, images_dir=args.images, controls=quality_from_args(args))
         stats: ExportStats
-        if args.to == "fiftyone":
+        if is_tracks_file(args.annotations):
+            stats, destination = export_tracks(args)
+        elif args.to == "mot":
+            raise ValueError(
+                f"--to mot exports tracks: {args.annotations!r} is not a tracks.json of gem-sam label-video"
+            )
+        elif args.to == "fiftyone":
+            run = read_run_output(args.annotations, images_dir=args.images, controls=quality_from_args(args))
             name = args.dataset_name or Path(args.annotations).stem
             _, stats = load_fiftyone_dataset(run, name=name, overwrite=args.overwrite)
             destination = f"FiftyOne dataset {name!r} (open it with: fiftyone app launch {name})"
         else:
+            run = read_run_output(args.annotations, images_dir=args.images, controls=quality_from_args(args))
             stats, destination = export_to_folder(args, run)
     except (*USER_ERRORS, FileExistsError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)

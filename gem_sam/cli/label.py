@@ -83,10 +83,12 @@ def add_vocabulary_argument(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def add_labeller_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_labeller_arguments(
+    parser: argparse.ArgumentParser, *, default_sam_model: str | None = None
+) -> argparse._ArgumentGroup:
     """Models, generator settings, quality controls, --min-score and --device; returns the last group."""
     add_scorer_arguments(parser)
-    add_generator_arguments(parser)
+    add_generator_arguments(parser, **({"default_sam_model": default_sam_model} if default_sam_model else {}))
     add_quality_arguments(parser)
     run = parser.add_argument_group("labelling and device")
     run.add_argument(

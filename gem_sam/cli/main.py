@@ -1,6 +1,7 @@
 """``gem-sam``: one command with a subcommand per task, the way ``yolo`` and ``fiftyone`` work.
 
     gem-sam label --images photos/ --vocab vocab.txt --out annotations.json
+    gem-sam label-video --video clip.mp4 --vocab vocab.txt --out tracks.json
     gem-sam export annotations.json --to yolo-seg --out dataset/
     gem-sam evaluate ...            (OpenImages V7 points, Table 3)
     gem-sam evaluate-dense ...      (VOC, Pascal Context, ADE20K)
@@ -26,6 +27,9 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "label": Command("gem_sam.cli.label", "auto-label a folder of images with open-vocabulary masks (COCO JSON)"),
+    "label-video": Command(
+        "gem_sam.cli.label_video", "label videos with tracked open-vocabulary masks (YouTube-VIS JSON)"
+    ),
     "export": Command("gem_sam.cli.export", "export a run to YOLO-seg, COCO polygons, semantic maps or FiftyOne"),
     "evaluate": Command("gem_sam.cli.evaluate", "p-mIoU on OpenImages V7 point labels (the paper's Table 3)"),
     "evaluate-dense": Command(

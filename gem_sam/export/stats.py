@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ExportStats:
-    images: int = 0  # images exported
+    images: int = 0  # images (or video frames) exported
+    videos: int = 0  # videos exported (video exports)
     instances: int = 0  # masks written
     dropped_by_controls: int = 0  # masks removed by the quality controls
     dropped_small: int = 0  # masks whose every piece was below --min-polygon-area
@@ -25,7 +26,7 @@ class ExportStats:
 
     def lines(self) -> list[str]:
         out = [
-            f"images: {self.images}",
+            f"videos: {self.videos} ({self.images} frames)" if self.videos else f"images: {self.images}",
             f"instances written: {self.instances}",
             f"dropped by the quality controls: {self.dropped_by_controls}",
         ]

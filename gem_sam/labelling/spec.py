@@ -8,7 +8,7 @@ from typing import Any
 
 import open_clip
 
-from ..naming.scorer import ScorerConfig, build_gem_scorer, scorer_config
+from ..naming.scorer import GemScorer, ScorerConfig, build_gem_scorer, scorer_config
 from ..naming.vocabulary import Vocabulary, as_vocabulary
 from ..sam import MaskGeneratorConfig, SamArchitecture, generator_config, register_sam_architecture
 from ..sam.config import config_class
@@ -49,20 +49,24 @@ class LabellerSpec:
 
     def build(self, *, device: str | None = None) -> AutoLabeller:
         """The labeller, on ``device`` if given (else the spec's device)."""
-        self.register_models()
-        scorer = build_gem_scorer(
-            model_name=self.clip_model,
-            pretrained=self.pretrained,
-            method=self.method,
-            device=device or self.device,
-            **self.scorer_options,
-        )
+        scorer = self.build_scorer(device=device)
         config = self.generator_config()
         model = load_generator_model(
             model_type=self.sam_model, checkpoint=self.sam_checkpoint, device=scorer.device, config=config
         )
         generator = GridMaskGenerator(model, config=config)
         return AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=self.vocabulary, config=self.labelling)
+
+    def build_scorer(self, *, device: str | None = None) -> GemScorer:
+        """The naming model (models registered first), on ``device`` if given (else the spec's)."""
+        self.register_models()
+        return build_gem_scorer(
+            model_name=self.clip_model,
+            pretrained=self.pretrained,
+            method=self.method,
+            device=device or self.device,
+            **self.scorer_options,
+        )
 
     def scorer_config(self) -> ScorerConfig:
         """The scorer's configuration (templates, dense path, input size), without loading weights."""

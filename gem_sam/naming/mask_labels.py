@@ -40,20 +40,42 @@ def label_masks(
     """pooled: [M, P] mean similarity of each prompt inside each mask (P = ``len(vocabulary.all_prompts)``;
     without a vocabulary, one prompt per class) -> best class, its score and whether it is kept."""
     pooled = pooled.float()
-    n_masks, n_prompts = pooled.shape
+    prompt_class, n_classes, n_groups = prompt_groups(pooled.shape[1], vocabulary)
+    grouped = class_similarity(pooled, prompt_class, n_groups)  # [M, G]
+    return label_class_similarities(
+        grouped, pooled, prompt_class=prompt_class, n_classes=n_classes, logit_scale=logit_scale, min_score=min_score
+    )
+
+
+def prompt_groups(n_prompts: int, vocabulary: Vocabulary | None) -> tuple[torch.Tensor, int, int]:
+    """[P] the group of each prompt, the number of classes and of groups (classes, plus background when
+    the vocabulary has background prompts)."""
     if vocabulary is None:
-        prompt_class, n_classes, n_groups = torch.arange(n_prompts), n_prompts, n_prompts
-    else:
-        prompt_class, n_classes = vocabulary.prompt_class, len(vocabulary.classes)
-        n_groups = n_classes + (1 if vocabulary.background else 0)
-        if len(prompt_class) != n_prompts:
-            raise ValueError(f"pooled has {n_prompts} prompts, the vocabulary {len(prompt_class)}")
+        return torch.arange(n_prompts), n_prompts, n_prompts
+    prompt_class, n_classes = vocabulary.prompt_class, len(vocabulary.classes)
+    if len(prompt_class) != n_prompts:
+        raise ValueError(f"pooled has {n_prompts} prompts, the vocabulary {len(prompt_class)}")
+    return prompt_class, n_classes, n_classes + (1 if vocabulary.background else 0)
+
+
+def label_class_similarities(
+    grouped: torch.Tensor,
+    pooled: torch.Tensor,
+    *,
+    prompt_class: torch.Tensor,
+    n_classes: int,
+    logit_scale: float,
+    min_score: float = 0.0,
+) -> MaskLabels:
+    """The naming rule from class similarities: grouped [M, G] (each class's, and the background's,
+    similarity), pooled [M, P] the prompts' (for the winning prompt) -> ``MaskLabels``. A video track is
+    named from its class similarities averaged over frames the same way."""
+    n_masks = grouped.shape[0]
     if n_masks == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return MaskLabels(
             empty, torch.zeros(0), torch.zeros(0), empty, empty.bool(), empty.bool(), torch.zeros(0), torch.zeros(0)
         )
-    grouped = class_similarity(pooled, prompt_class, n_groups)  # [M, G]
     probabilities = (grouped * logit_scale).softmax(dim=-1)  # [M, G], background a class of its own
     score, class_index = probabilities.max(dim=-1)  # [M], [M]
     margin, entropy = margin_and_entropy(probabilities)

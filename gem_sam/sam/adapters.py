@@ -109,6 +109,7 @@ class Sam2Adapter:
             self.predictor = SAM2ImagePredictor(
                 model, max_hole_area=config.min_mask_region_area, max_sprinkle_area=config.min_mask_region_area
             )
+        self.predictor._bb_feat_sizes = backbone_feature_sizes(model.image_size)
         self.mask_threshold = config.mask_threshold
         if config.multimask_output:
             self.output_mode = "multimask"
@@ -128,9 +129,10 @@ class Sam2Adapter:
         features = self.predictor._features
         high_res = [feature.float() for feature in features["high_res_feats"]]
         use_high_res = self.model.sam_mask_decoder.use_high_res_features
+        side = features["image_embed"].shape[-1]  # 64 at the configs' 1024-pixel input
         return ImageFeatures(
             features["image_embed"].float(),
-            self.decoder.upscaling_shifts(high_res if use_high_res else None, side=EMBEDDING_SIDE),
+            self.decoder.upscaling_shifts(high_res if use_high_res else None, side=side),
         )
 
     def prompt_coords(self, points_xy: np.ndarray, crop_hw: tuple[int, int]) -> torch.Tensor:
@@ -183,6 +185,13 @@ class Sam2Adapter:
         output (its stability at +-``dynamic_multimask_stability_delta`` is below the threshold)."""
         decoder = self.model.sam_mask_decoder
         return decoder._get_stability_scores(logits) < decoder.dynamic_multimask_stability_thresh
+
+
+def backbone_feature_sizes(image_size: int) -> list[tuple[int, int]]:
+    """The sides of SAM 2's three backbone feature maps (strides 4, 8, 16) for a square input of
+    ``image_size``: ``SAM2ImagePredictor`` writes them down for 1024 (256, 128, 64); models built with
+    another ``image_size`` (fast tests) need them too."""
+    return [(image_size // stride, image_size // stride) for stride in (4, 8, 16)]
 
 
 def bilinear_reach(rows: int, *, source: int, target: int) -> int:

@@ -61,3 +61,12 @@ def stability_range(logits: torch.Tensor, threshold: float, offset: float) -> tu
     empty = (sure_union + maybe_union) == 0
     low[empty], high[empty] = float("nan"), float("nan")
     return low, high.clamp(max=1.0)
+
+
+def differing_pixels(mask: torch.Tensor, reference_logits: torch.Tensor, threshold: float) -> tuple[int, int]:
+    """mask [H, W] bool against the reference's logits [H, W]: (pixels that differ from
+    ``reference_logits > threshold`` where the reference's logit is within rounding of the threshold,
+    pixels that differ elsewhere). Only the second count is a difference the criterion does not explain."""
+    differ = mask != (reference_logits > threshold)
+    band = rounding_band(reference_logits, threshold)
+    return int((differ & band).sum()), int((differ & ~band).sum())

@@ -34,9 +34,18 @@ SAM2_VARIANTS: dict[str, Sam2Variant] = {
 }
 
 
-def _config(model_type: str, *, compile_encoder: bool = False):
+VIDEO_OVERRIDES = (  # what build_sam2_video_predictor adds by default (apply_postprocessing=True)
+    "++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor",
+    "++model.binarize_mask_from_pts_for_mem_enc=true",
+    "++model.fill_hole_area=8",
+)
+
+
+def _config(model_type: str, *, compile_encoder: bool = False, video: bool = False, image_size: int | None = None):
     """The composed hydra config of ``model_type`` (with ``build_sam2``'s post-processing overrides;
-    ``compile_encoder``: SAM 2's own option to compile the image encoder with ``torch.compile``)."""
+    ``compile_encoder``: SAM 2's own option to compile the image encoder with ``torch.compile``; ``video``:
+    a ``SAM2VideoPredictor`` as ``build_sam2_video_predictor`` builds it; ``image_size``: another input
+    side than the config's 1024, for fast tests)."""
     import sam2
     from hydra import compose
     from hydra.errors import MissingConfigException
@@ -48,6 +57,10 @@ def _config(model_type: str, *, compile_encoder: bool = False):
     ]
     if compile_encoder:
         overrides.append("++model.compile_image_encoder=true")
+    if video:
+        overrides += VIDEO_OVERRIDES
+    if image_size is not None:
+        overrides.append(f"++model.image_size={int(image_size)}")
     config_file = SAM2_VARIANTS[model_type].config_file
     try:
         return compose(config_name=config_file, overrides=overrides)
@@ -58,14 +71,17 @@ def _config(model_type: str, *, compile_encoder: bool = False):
         ) from error
 
 
-def build_sam2_model(model_type: str, *, compile_encoder: bool = False) -> torch.nn.Module:
-    """A randomly initialised SAM 2 model ``model_type`` (a ``SAM2_VARIANTS`` name) on the CPU, in eval mode."""
+def build_sam2_model(
+    model_type: str, *, compile_encoder: bool = False, video: bool = False, image_size: int | None = None
+) -> torch.nn.Module:
+    """A randomly initialised SAM 2 model ``model_type`` (a ``SAM2_VARIANTS`` name) on the CPU, in eval mode;
+    with ``video``, a ``SAM2VideoPredictor`` (the same weights, plus the video predictor's methods)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     if model_type not in SAM2_VARIANTS:
         raise ValueError(f"unknown SAM 2 model {model_type!r}; choose one of {', '.join(SAM2_VARIANTS)}")
-    config = _config(model_type, compile_encoder=compile_encoder)
+    config = _config(model_type, compile_encoder=compile_encoder, video=video, image_size=image_size)
     OmegaConf.resolve(config)
     return instantiate(config.model, _recursive_=True).eval()
 
@@ -104,16 +120,19 @@ def load_sam2(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     compile_encoder: bool = False,
+    video: bool = False,
+    image_size: int | None = None,
 ) -> torch.nn.Module:
     """Build SAM 2 ``model_type`` and load its weights (CPU first, no pickled code), then move it.
 
-    ``checkpoint=None`` takes the official file from the cache, downloading it if needed.
+    ``checkpoint=None`` takes the official file from the cache, downloading it if needed. ``video``: a
+    ``SAM2VideoPredictor`` (``build_sam2_model``).
     """
     if model_type not in SAM2_VARIANTS:
         raise ValueError(f"unknown SAM 2 model {model_type!r}; choose one of {', '.join(SAM2_VARIANTS)}")
     path = resolve_sam_checkpoint(model_type, checkpoint)
     state_dict = load_state_dict(path)
-    model = build_sam2_model(model_type, compile_encoder=compile_encoder)
+    model = build_sam2_model(model_type, compile_encoder=compile_encoder, video=video, image_size=image_size)
     missing, unexpected = (sorted(keys) for keys in _key_differences(model, state_dict))
     if missing or unexpected:
         details = "; ".join(

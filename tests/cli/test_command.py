@@ -14,7 +14,7 @@ from gem_sam.cli import COMMANDS
 
 MODULES = {"label": "gem_sam.label", "export": "gem_sam.export", "evaluate": "gem_sam.evaluate",
            "evaluate-dense": "gem_sam.evaluate_dense", "import-reviewed": "gem_sam.import_reviewed",
-           "serve": "gem_sam.serve"}  # fmt: skip
+           "serve": "gem_sam.serve", "label-video": "gem_sam.label_video"}  # fmt: skip
 
 
 def gem_sam_script() -> str:

@@ -329,3 +329,59 @@ def test_ml_backend_predicts_what_the_export_holds(
         assert got["value"]["brushlabels"] == want["value"]["brushlabels"]
         np.testing.assert_array_equal(sdk_mask(got), sdk_mask(want))
         assert got["score"] == pytest.approx(want["score"], abs=1e-6)
+
+
+def test_video_tracks_import_as_video_rectangles(
+    label_studio: LabelStudio, tmp_path: Path, varied_clip_checkpoint: Path, sam2_t_checkpoint: Path
+) -> None:
+    """A tracks.json of an MP4 and a frame folder, exported as Label Studio video tasks (the folder
+    encoded as MP4) under the server's document root, imported, and read back through its API: one
+    VideoRectangle region per track, its keyframes the track's boxes on its frames."""
+    from ..video.conftest import pan_frames, run_label_video, write_frame_folder, write_mp4
+
+    videos = label_studio.document_root / "videos"
+    write_mp4(videos / "clip.mp4", pan_frames(frames=8))
+    write_frame_folder(videos / "pan", pan_frames(photo="coffee.png", frames=6))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("person\nrocket\ncat\n")
+    tracks = tmp_path / "tracks.json"
+    code, _, err = run_label_video([
+        "--videos", str(videos), "--out", str(tracks), "--vocab", str(vocab), "--clip-model", TINY_CLIP_NAME,
+        "--pretrained", str(varied_clip_checkpoint), "--sam-model", "sam2.1_hiera_t",
+        "--sam-checkpoint", str(sam2_t_checkpoint), "--sam-image-size", "256", "--device", "cpu",
+        "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0.3",
+        "--box-nms-thresh", "1.0", "--keyframe-every", "4", "--quiet",
+    ])  # fmt: skip
+    assert code == 0, err
+    out = label_studio.document_root / "ls_video"
+    code, _, err = call(
+        export_main,
+        [str(tracks), "--to", "label-studio", "--out", str(out), "--document-root", str(label_studio.document_root)],
+    )
+    assert code == 0, err
+    assert (out / "videos" / "pan.mp4").is_file()
+    project = label_studio.project((out / "label_config.xml").read_text(), "video review")
+    for folder in (videos, out / "videos"):  # Label Studio serves only files under a storage it knows
+        storage = {"project": project, "path": str(folder), "title": folder.name, "use_blob_urls": False}
+        label_studio.api("POST", "/api/storages/localfiles", json=storage)
+    label_studio.api("POST", f"/api/projects/{project}/import", json=json.loads((out / "tasks.json").read_text()))
+    data = json.loads(tracks.read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    imported = sorted(label_studio.tasks(project), key=lambda task: task["data"]["gem_sam_video"])
+    assert [task["data"]["gem_sam_video"] for task in imported] == ["clip", "pan"]
+    for task, video in zip(imported, data["videos"], strict=True):
+        (prediction,) = task["predictions"]
+        expected = [t for t in data["annotations"] if t["video_id"] == video["id"]]
+        assert len(prediction["result"]) == len(expected) > 0
+        fetched = requests.get(f"{label_studio.url}{task['data']['video']}", timeout=60,
+                               headers={"Authorization": f"Token {TOKEN}"})  # fmt: skip
+        assert fetched.status_code == 200 and fetched.content[4:8] == b"ftyp"  # Label Studio serves the MP4
+        for region, track in zip(prediction["result"], expected, strict=True):
+            assert region["type"] == "videorectangle" and region["value"]["labels"] == [names[track["category_id"]]]
+            sequence = region["value"]["sequence"]
+            seen = [frame for frame, box in enumerate(track["bboxes"]) if box is not None]
+            assert [item["frame"] for item in sequence] == [frame + 1 for frame in seen]
+            x, y, w, h = track["bboxes"][seen[0]]
+            assert sequence[0]["x"] == pytest.approx(100 * x / video["width"])
+            assert sequence[0]["width"] == pytest.approx(100 * w / video["width"])
+            assert sequence[-1]["enabled"] is False
