@@ -23,7 +23,8 @@ filter, bounds our time from above; ``many-masks`` keeps every candidate of an 8
 ``trained-like`` behaves like a trained SAM at the predicted-IoU filter: the IoU head's output bias is
 shifted (in a checkpoint that both sides load) so that ``--pass-share`` of the grid prompts of these
 photos have a mask above ``pred_iou_thresh``; every setting stays at its default. Our side also prints a
-per-stage profile of the generator.
+per-stage profile of the generator, and the encoder ratio: our whole labelling of an image over our
+image encoder's time on it in the same run, a figure that carries from one machine to another.
 """
 
 from __future__ import annotations
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             "reference_pipeline_seconds": float(ref_all),
             "ours_pipeline_seconds": float(our_all),
             "pipeline_speedup": float(ref_all / our_all),
+            # the whole labelling of an image against our own image encoder's time in the same run
+            "encoder_ratio": float(our_all / ours["stage_seconds"]["image encoder"]),
             "mask_parity": {
                 "holds": all(p.holds() for p in parities),
                 "matched_masks": sum(p.matched for p in parities),  # 0: both sides empty, nothing compared
@@ -315,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  mask generator: reference {ref_amg:.1f} s, ours {our_amg:.1f} s, speed-up {row['amg_speedup']:.2f}x\n"
             f"  whole labelling: reference {ref_all:.1f} s, ours {our_all:.1f} s, "
             f"speed-up {row['pipeline_speedup']:.2f}x\n"
+            f"  encoder ratio (ours: whole labelling / image encoder): {row['encoder_ratio']:.2f}\n"
             f"  parity: {row['mask_parity']}\n"
             f"  peak RSS: reference {reference['peak_rss_mb']:.0f} MB, ours {ours['peak_rss_mb']:.0f} MB\n"
             "  ours, seconds per image by stage: "

@@ -28,6 +28,7 @@ from ..devices import autocast
 from .config import MaskGeneratorConfig
 from .point_decoder import MULTIMASK_OUTPUTS, PointPromptDecoder
 from .sam1_encoder import encode_image
+from .stability_bounds import Sources, bilinear_sources
 
 EMBEDDING_SIDE = 64  # tokens per side of the 1024-pixel input's image embedding (both families)
 
@@ -79,6 +80,20 @@ class Sam1Adapter:
         the current crop; the rest lies in the padding of the encoder's square input."""
         side, low_res_side = self.model.image_encoder.img_size, 4 * EMBEDDING_SIDE
         return tuple(bilinear_reach(size, source=low_res_side, target=side) for size in self.input_size)
+
+    def resize_sources(self, crop_hw: tuple[int, int]) -> tuple[Sources, Sources]:
+        """The low-resolution rows and columns that each of the crop's rows and columns reads in
+        ``upsample``: through the 4x resize, cut to the resized crop, then the resize to the crop."""
+        low_res_side = 4 * EMBEDDING_SIDE
+        frame_side = self.model.image_encoder.img_size
+        extent = self.low_res_extent()
+        sources = []
+        for size, frame_size, reach in zip(crop_hw, self.input_size, extent, strict=True):
+            four_x = bilinear_sources(low_res_side, frame_side, scale=low_res_side / frame_side).cut(frame_size)
+            # the rows past ``reach`` are never read (``bilinear_reach``)
+            four_x = Sources(np.minimum(four_x.first, reach - 1), np.minimum(four_x.last, reach - 1))
+            sources.append(four_x.then(bilinear_sources(frame_size, size)))
+        return sources[0], sources[1]
 
     def upsample(self, low_res: torch.Tensor, crop_hw: tuple[int, int]) -> torch.Tensor:
         """[m, h, w] logits covering at least ``low_res_extent`` of the 256x256 frame -> [m, H, W] logits
@@ -143,6 +158,16 @@ class Sam2Adapter:
     def low_res_extent(self) -> None:
         """SAM 2 resizes the whole 256x256 low-resolution logits to the crop: all of them are read."""
         return None
+
+    def resize_sources(self, crop_hw: tuple[int, int]) -> tuple[Sources, Sources] | None:
+        """The low-resolution rows and columns that each of the crop's rows and columns reads in
+        ``upsample`` (one resize of the 256x256 logits to the crop); None where the post-processing also
+        fills holes and removes sprinkles first (``min_mask_region_area`` > 0 with sam2's extension)."""
+        transforms = self.predictor._transforms
+        if transforms.max_hole_area > 0 or transforms.max_sprinkle_area > 0:
+            return None
+        low_res_side = self.model.image_size // 4  # the decoder's logits: 4x the embedding's side
+        return bilinear_sources(low_res_side, crop_hw[0]), bilinear_sources(low_res_side, crop_hw[1])
 
     def upsample(self, low_res: torch.Tensor, crop_hw: tuple[int, int]) -> torch.Tensor:
         """[m, 256, 256] logits -> [m, h, w] logits over the crop (``SAM2Transforms.postprocess_masks``)."""

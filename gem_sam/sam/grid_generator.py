@@ -10,6 +10,9 @@ settings, with less work:
   with a passing mask, and only passing masks are upsampled to the image (the references do both for
   every candidate); for SAM 1 only the part of the low-resolution frame that the upsampling reads is
   formed (the rest is the padding of a non-square image's square input);
+* a mask whose stability score cannot reach ``stability_score_thresh`` is dropped before it is
+  upsampled: bounds on its full-resolution logits follow from the windows of low-resolution logits that
+  the bilinear resizes read (``stability_bounds``);
 * full-resolution work is done a chunk of masks at a time, which bounds memory;
 * SAM 1's image encoder runs with fused attention, its global attention a band of rows at a time
   (``sam1_encoder``), which halves the peak memory of ViT-B and saves a quarter of its time on the CPU.
@@ -61,6 +64,7 @@ from .adapters import ImageFeatures, Sam1Adapter, Sam2Adapter, output_candidates
 from .config import MaskGeneratorConfig, Sam2GeneratorConfig, generator_config, is_sam2_model
 from .sam1_model import load_sam
 from .sam2_model import load_sam2
+from .stability_bounds import may_pass_stability
 from .stage_times import StageTimes
 
 UPSCALE_CHUNK = 16  # prompts whose low-resolution mask logits are formed at a time
@@ -261,6 +265,9 @@ class GridMaskGenerator:
             if config.use_m2m:
                 low_res = low_res[passes]
 
+        if config.stability_score_thresh > 0.0 and len(low_res):
+            low_res, iou_preds, points = self._drop_surely_unstable(low_res, iou_preds, points, crop_hw)
+
         # Full-resolution logits of the survivors only, a chunk at a time, as the reference computes
         # them; only the run-length encodings of the masks that pass every filter are kept.
         data = _empty_mask_data(self.adapter.point_dtype)
@@ -289,6 +296,25 @@ class GridMaskGenerator:
                 )
             )
         return data
+
+    def _drop_surely_unstable(
+        self, low_res: torch.Tensor, iou_preds: torch.Tensor, points: torch.Tensor, crop_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The masks (low-resolution logits [m, h, w], IoUs [m], points [m, 2]) whose stability score
+        can reach ``stability_score_thresh``, judged from bounds on their full-resolution logits
+        (``stability_bounds``), so that the others are never upsampled."""
+        sources = self.adapter.resize_sources(crop_hw)
+        if sources is None:
+            return low_res, iou_preds, points
+        with self.times.stage("stability bounds (low resolution)", self.device):
+            keep = may_pass_stability(
+                low_res,
+                *sources,
+                mask_threshold=self.adapter.mask_threshold,
+                offset=self.config.stability_score_offset,
+                score_threshold=self.config.stability_score_thresh,
+            )
+        return low_res[keep], iou_preds[keep], points[keep]
 
 
 def _empty_mask_data(point_dtype: torch.dtype) -> MaskData:

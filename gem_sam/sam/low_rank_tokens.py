@@ -132,13 +132,13 @@ def _head_dot(shared: torch.Tensor, per_prompt: torch.Tensor) -> torch.Tensor:
 
 
 def _head_weighted_sum(weights: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-    """weights [P, H, T, N] and shared [N, H, d] -> [P, T, H, d] = sum over n of weights[p, h, t, n] *
-    shared[n, h]. One product over all head pairs (H times the multiplications needed, but a single
-    large matrix product), then the matching pairs."""
-    prompts, heads, tokens, count = weights.shape
-    all_pairs = weights.reshape(prompts, heads * tokens, count) @ shared.reshape(count, -1)  # [P, H*T, H*d]
-    pairs = all_pairs.view(prompts, heads, tokens, heads, -1)  # [P, H, T, H', d]
-    return pairs.diagonal(dim1=1, dim2=3).permute(0, 1, 3, 2)  # [P, T, H, d]
+    """weights [P, H, T, N] and shared [H, N, d] -> [P, T, H, d] = sum over n of weights[p, h, t, n] *
+    shared[h, n]. One batched product per head, each writing its slice of the result in place."""
+    prompts, heads, tokens, _ = weights.shape
+    out = weights.new_empty(prompts, heads, tokens, shared.shape[-1])
+    for head in range(heads):
+        torch.bmm(weights[:, head], shared[head].expand(prompts, -1, -1), out=out[:, head])
+    return out.transpose(1, 2)
 
 
 def _project(matrix: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -238,7 +238,9 @@ class LowRankTokens:
             if term.base.shape[0] == 1:
                 total = total + scaled.sum(-1).transpose(1, 2)[..., None] * projected[None]
             else:
-                total = total + _head_weighted_sum(scaled, projected)
+                key = ("project, heads first", term.key, id(projection))
+                heads_first = self.cache.get(key, lambda matrix: matrix.transpose(0, 1).contiguous(), projected)
+                total = total + _head_weighted_sum(scaled, heads_first)
         flat = weights.reshape(prompts, heads * tokens, count)
         for block in self.blocks:
             mixed = flat @ block.weights.transpose(1, 2)  # [P, H*T, r]

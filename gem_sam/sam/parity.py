@@ -235,7 +235,9 @@ class _Checker:
 
     def _nms_thresholds(self) -> list[float]:
         settings = self.settings
-        thresholds = [settings.box_nms_thresh, settings.crop_nms_thresh]
+        thresholds = [settings.box_nms_thresh]
+        if settings.crop_n_layers > 0:  # the reference compares boxes between crops only where there are crops
+            thresholds.append(settings.crop_nms_thresh)
         if settings.min_mask_region_area > 0:
             thresholds.append(max(settings.box_nms_thresh, settings.crop_nms_thresh))
         return thresholds

@@ -159,8 +159,9 @@ class PointPromptDecoder:
         channels to its 2x2 block of output pixels. So it runs channels-last, one prompt and one band
         of token rows at a time (small enough to stay in the CPU's cache), as matrix products: the
         first convolution folded into the tokens' factors (``prompt(times=...)``), the LayerNorm over
-        the last dim writing its pixels in raster order, the second convolution's pixels put in
-        raster order as its shift is added, and the hypernetwork product giving [K, pixels].
+        the last dim, the second convolution, and the hypernetwork product giving [K, pixels]. The
+        pixels stay in the order the convolutions write them (by token, then by block offset) until
+        the K logits are put in raster order, the smallest tensor of the chain.
         """
         first, norm, activation, second, last_activation = self.decoder.output_upscaling
         mask_tokens = tokens[:, self.iou_token_index + 1 :]
@@ -184,18 +185,15 @@ class PointPromptDecoder:
             prompt = image.prompt(index, times=first_matrix)
             for band in _row_bands(rows, cols, band_tokens):
                 band_rows = band.stop - band.start
-                # first convolution: pixels in order (i, j, a, b), token (i, j) of the band, offset (a, b)
+                # pixels stay in token order throughout: token (i, j) of the band, then the first
+                # convolution's offset (a, b), then the second's (a2, b2); per-pixel steps do not mind
                 x = prompt.form(band, cols).view(-1, c1).add_(_token_band(first_shift, band, cols, side))
-                # LayerNorm writes them in raster order (2i + a, 2j + b)
-                x = x.view(band_rows, cols, 2, 2, c1).permute(0, 2, 1, 3, 4)
                 x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-                x = (x.reshape(-1, c1) @ second_matrix).view(2 * band_rows, 2 * cols, 2, 2, c2)
-                # second convolution's pixels (y, x, a2, b2) -> raster order (2y + a2, 2x + b2), shifted
-                raster = torch.add(
-                    x.permute(0, 2, 1, 3, 4).reshape(-1, c2), _raster_band(second_shift, band, cols, side)
-                )
-                masks = hyper[slot].to(raster.dtype) @ last_activation(raster).T  # [K, pixels]
-                out[slot, :, 4 * band.start : 4 * band.stop].copy_(masks.view(-1, 4 * band_rows, 4 * cols))
+                x = (x @ second_matrix).view(-1, c2).add_(_token_band(second_shift, band, cols, side))
+                masks = hyper[slot].to(x.dtype) @ last_activation(x).T  # [K, pixels]
+                # pixel (i, j, a, b, a2, b2) lies at row 4i + 2a + a2, column 4j + 2b + b2
+                target = out[slot, :, 4 * band.start : 4 * band.stop].view(-1, band_rows, 2, 2, cols, 2, 2)
+                target.copy_(masks.view(-1, band_rows, cols, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6))
         return out
 
     def upscaling_shifts(
@@ -216,15 +214,16 @@ class PointPromptDecoder:
 def _pixel_shift(bias: torch.Tensor, feature: torch.Tensor | None, side: int, *, levels: int) -> torch.Tensor:
     """What is added to a transposed convolution's output before its activation or LayerNorm: the bias
     [c] ([1, c]), plus for SAM 2 the high-resolution feature map [1, c, side * 2**levels, same],
-    channels-last in the pixel order of ``mask_logits``: after the first convolution (levels 1) by
-    token, then block offset: (i, j, a, b); after the second (levels 2) raster order. [N * 4**levels, c]."""
+    channels-last in the pixel order of ``mask_logits``: by token (i, j), then by block offset, (a, b)
+    after the first convolution (levels 1), (a, b, a2, b2) after the second (levels 2).
+    [side * side * 4**levels, c]."""
     if feature is None:
         return bias[None]
     channels = feature.shape[1]
     if levels == 1:  # row = (i, a), col = (j, b) -> (i, j, a, b)
         grid = feature[0].reshape(channels, side, 2, side, 2).permute(1, 3, 2, 4, 0)
-    else:
-        grid = feature[0].permute(1, 2, 0)
+    else:  # row = (i, a, a2), col = (j, b, b2) -> (i, j, a, b, a2, b2)
+        grid = feature[0].reshape(channels, side, 2, 2, side, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
     return grid.reshape(-1, channels).float() + bias
 
 
@@ -236,20 +235,12 @@ def _row_bands(rows: int, cols: int, band_tokens: int) -> list[slice]:
 
 
 def _token_band(shift: torch.Tensor, band: slice, cols: int, side: int) -> torch.Tensor:
-    """The rows of a first-convolution shift from ``_pixel_shift`` ([side * side * 4, c], four pixels
-    per token) for the tokens of ``band`` and the first ``cols`` columns; a shift of one row as it is."""
+    """The rows of a shift from ``_pixel_shift`` ([side * side * n, c], n pixels per token, in token
+    order) for the tokens of ``band`` and the first ``cols`` columns; a shift of one row as it is."""
     if shift.shape[0] == 1:
         return shift
-    return shift.view(side, side, 4, shift.shape[1])[band, :cols].reshape(-1, shift.shape[1])
-
-
-def _raster_band(shift: torch.Tensor, band: slice, cols: int, side: int) -> torch.Tensor:
-    """The rows of a second-convolution shift from ``_pixel_shift`` ([(4 side)**2, c], raster order) for
-    the logits of the tokens of ``band`` and the first ``cols`` columns; a shift of one row as it is."""
-    if shift.shape[0] == 1:
-        return shift
-    grid = shift.view(4 * side, 4 * side, shift.shape[1])[4 * band.start : 4 * band.stop, : 4 * cols]
-    return grid.reshape(-1, shift.shape[1])
+    per_token = shift.shape[0] // (side * side)
+    return shift.view(side, side, per_token, shift.shape[1])[band, :cols].reshape(-1, shift.shape[1])
 
 
 def _per_pixel_block(convolution: torch.nn.ConvTranspose2d) -> torch.Tensor:

@@ -46,6 +46,7 @@ class GeneratorSettings:
     stability_score_offset: float
     box_nms_thresh: float
     crop_nms_thresh: float
+    crop_n_layers: int
     min_mask_region_area: int
     use_m2m: bool
 
@@ -61,6 +62,7 @@ class GeneratorSettings:
             stability_score_offset=float(generator.stability_score_offset),
             box_nms_thresh=float(generator.box_nms_thresh),
             crop_nms_thresh=float(generator.crop_nms_thresh),
+            crop_n_layers=int(generator.crop_n_layers),
             min_mask_region_area=int(generator.min_mask_region_area),
             use_m2m=bool(getattr(generator, "use_m2m", False)),
         )

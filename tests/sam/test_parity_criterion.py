@@ -142,7 +142,7 @@ def test_a_flip_inside_the_rounding_band_is_explained(compared) -> None:
 def _hand_trace(raw: np.ndarray, band: list[int], *, min_area: int) -> tuple[ReferenceTrace, Candidate]:
     settings = GeneratorSettings(
         mask_threshold=0.0, pred_iou_thresh=0.0, stability_score_thresh=0.0, stability_score_offset=1.0,
-        box_nms_thresh=1.0, crop_nms_thresh=1.0, min_mask_region_area=min_area, use_m2m=False,
+        box_nms_thresh=1.0, crop_nms_thresh=1.0, crop_n_layers=0, min_mask_region_area=min_area, use_m2m=False,
     )  # fmt: skip
     height, width = raw.shape
     candidate = Candidate(
