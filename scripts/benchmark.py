@@ -226,10 +226,11 @@ def run_side(side: str, args: dict, settings: dict, queue: multiprocessing.Queue
     )
 
 
-def run_in_process(side: str, args: dict, settings: dict) -> dict:
+def in_process(target, *args) -> dict:  # noqa: ANN001 - a function of (*args, queue)
+    """``target(*args, queue)`` in a fresh process (so that its peak memory is its own); what it put on the queue."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=run_side, args=(side, args, settings, queue))
+    process = context.Process(target=target, args=(*args, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -280,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 side_args, pass_share=args.pass_share, folder=Path(temporary.name)
             )
             print(f"[{scenario}] share of grid prompts passing the IoU filter, per photo: {np.round(pass_shares, 3)}")
-        reference = run_in_process("reference", scenario_args, settings)
-        ours = run_in_process("ours", scenario_args, settings)
+        reference = in_process(run_side, "reference", scenario_args, settings)
+        ours = in_process(run_side, "ours", scenario_args, settings)
         # an empty reference (no random-init mask survives) is compared too, and reported as such
         compared = zip(ours["records"], reference["records"], reference["traces"], strict=True)
         parities = [check_parity(a, b, trace, allow_empty=True) for a, b, trace in compared]

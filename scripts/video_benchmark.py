@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -139,16 +138,6 @@ def scale_mask_logits(checkpoint: str, folder: Path, factor: float = 40.0) -> st
     return str(path)
 
 
-def in_process(target, *args) -> dict:  # noqa: ANN001
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=target, args=(*args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16, help="frames of the 1x clip (default: 16)")
@@ -161,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-
-    from benchmark import shift_iou_head, write_random_checkpoints
+    from benchmark import in_process, shift_iou_head, write_random_checkpoints
 
     temporary = Path(tempfile.mkdtemp())
     side = {"sam_model": args.sam_model, "clip_model": args.clip_model, "device": args.device, "images": 1,

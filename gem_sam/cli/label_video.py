@@ -10,26 +10,18 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..labelling.config import LabelConfig
-from ..labelling.spec import LabellerSpec
-from ..naming.vocabulary import read_vocabulary
 from ..run_store import RunMismatchError, check_resumable
-from ..sam import generator_config
 from ..video.frames import VideoReadError, find_videos, open_video
 from ..video.pipeline import VideoConfig
 from ..video.tracking import TrackingConfig
 from .args import (
     USER_ERRORS,
     add_ray_arguments,
-    check_path_options,
-    generator_settings,
-    given,
     quality_from_args,
     ray_address,
     require_writable_file,
-    scorer_options,
 )
-from .label import add_labeller_arguments, add_vocabulary_argument
+from .label import add_labeller_arguments, add_vocabulary_argument, labeller_spec_from_args
 
 DEFAULT_VIDEO_SAM_MODEL = "sam2.1_hiera_l"
 
@@ -103,22 +95,9 @@ def video_spec_from_args(args: argparse.Namespace):  # noqa: ANN201 - VideoLabel
             "--dedupe-iou and --drop-parts do not apply to videos: tracks never overlap in a video's output; "
             "--min-similarity and --max-masks-per-image (tracks per video) do"
         )
-    vocabulary = read_vocabulary(args.vocab)
-    check_path_options(args, method=args.method)
+    labeller = labeller_spec_from_args(args)
     tracking = TrackingConfig(
         keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_lost_frames=args.max_lost_frames
-    )
-    labeller = LabellerSpec(
-        vocabulary=vocabulary,
-        clip_model=args.clip_model,
-        pretrained=args.pretrained,
-        method=args.method,
-        scorer_options=scorer_options(args),
-        sam_model=args.sam_model,
-        sam_checkpoint=args.sam_checkpoint,
-        generator=generator_config(args.sam_model, **generator_settings(args)),
-        labelling=LabelConfig(**given(args, ["min_score"]), quality=quality),
-        device=args.device,
     )
     video = VideoConfig(tracking=tracking, frame_stride=args.frame_stride, name_every=args.name_every)
     if args.sam_image_size is not None and (args.sam_image_size < 64 or args.sam_image_size % 64):
