@@ -102,14 +102,18 @@ class PromptTokens:
         count = max(base.shape[0] for _, base in self.terms)
         side = math.isqrt(count)
         grid_rows = range(side)[rows]
-        out = self.terms[0][1].new_zeros(len(grid_rows), cols, self.terms[0][1].shape[1])
+        out = self.terms[0][1].new_empty(len(grid_rows), cols, self.terms[0][1].shape[1])
 
         def block_of(per_token: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [rows, cols, ...]
             return per_token.view(side, side, *per_token.shape[1:])[rows, :cols]
 
-        for scale, base in self.terms:
+        for index, (scale, base) in enumerate(self.terms):
             shared = base if base.shape[0] == 1 else block_of(base)
-            if scale is None:
+            if index == 0 and scale is None:  # the first term writes every token; the others add to it
+                out.copy_(shared)
+            elif index == 0:
+                torch.mul(block_of(scale)[..., None], shared, out=out)
+            elif scale is None:
                 out.add_(shared)
             else:
                 out.addcmul_(block_of(scale)[..., None], shared)

@@ -191,9 +191,11 @@ class PointPromptDecoder:
                 x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
                 x = (x @ second_matrix).view(-1, c2).add_(_token_band(second_shift, band, cols, side))
                 masks = hyper[slot].to(x.dtype) @ last_activation(x).T  # [K, pixels]
-                # pixel (i, j, a, b, a2, b2) lies at row 4i + 2a + a2, column 4j + 2b + b2
-                target = out[slot, :, 4 * band.start : 4 * band.stop].view(-1, band_rows, 2, 2, cols, 2, 2)
-                target.copy_(masks.view(-1, band_rows, cols, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6))
+                # pixel (i, j, a, b, a2, b2) lies at row 4i + 2a + a2, column 4j + 2b + b2: a pixel
+                # shuffle of the 16 offsets (a, a2, b, b2) as channels, faster than one 7-d permute
+                offsets = masks.view(-1, band_rows, cols, 2, 2, 2, 2).permute(0, 3, 5, 4, 6, 1, 2)
+                shuffled = F.pixel_shuffle(offsets.reshape(-1, 16, band_rows, cols), 4)  # [K, 1, 4 rows, 4 cols]
+                out[slot, :, 4 * band.start : 4 * band.stop].copy_(shuffled[:, 0])
         return out
 
     def upscaling_shifts(
