@@ -81,6 +81,29 @@ def test_same_masks_as_sam2_hiera_s() -> None:
     assert len(ours) >= 10
 
 
+@pytest.mark.parity
+def test_same_masks_where_most_prompts_pass_the_iou_filter(hiera_t) -> None:
+    """The trained-like case: the IoU head's bias shifted so that 90% of the prompts have a mask above
+    the default pred_iou_thresh (as with trained weights), stability loosened so that masks survive.
+    SAM 2's IoU head ends in a sigmoid, so the shift is of the predicted IoU's logit."""
+    shifted = copy.deepcopy(hiera_t)
+    image = rgb_photo("chelsea.png", long_side=160)
+    settings = {"points_per_side": 6, "stability_score_thresh": 0.3, "box_nms_thresh": 1.0}
+    threshold = Sam2GeneratorConfig().pred_iou_thresh
+    probe = GridMaskGenerator(shifted, config=Sam2GeneratorConfig(**settings, pred_iou_thresh=1.0))
+    with torch.no_grad():
+        points = probe.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
+        features = probe.adapter.embed(image)
+        best = probe._decode(features, probe.adapter.prompt_coords(points, image.shape[:2]))[0].max(dim=1).values
+        shift = float(torch.logit(torch.tensor(threshold)) - torch.logit(torch.quantile(best, 0.1))) + 1e-5
+        shifted.sam_mask_decoder.iou_prediction_head.layers[-1].bias += shift
+    share = float((torch.sigmoid(torch.logit(best) + shift) > threshold).float().mean())
+    assert 0.85 <= share <= 0.95
+
+    ours = same_masks(shifted, image, **settings)
+    assert len(ours) >= 10
+
+
 def test_single_mask_output_falls_back_where_unstable(hiera_t) -> None:
     """With multimask_output=False some points give their single-mask output and some the best multimask
     output, so the parity above covers both branches. Counted with sam2's own predictor: the mask it
