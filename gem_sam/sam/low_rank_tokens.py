@@ -61,18 +61,19 @@ class SharedTerm:
 
 
 @dataclass(frozen=True)
-class HeadBlock:
-    """``weights @ rows``: an attention output without its bias.
+class HeadRows:
+    """One attention's rows: row (h, t) = ``coefficients[:, t, h] @ basis[h]``, with coefficients
+    [P, T, H, d] (the prompt's token values per head) and basis [H, d, C] shared, named by ``key``
+    (the output projection, transformed by every later LayerNorm)."""
 
-    weights: [P, H*T, N] (head-major, tokens last); row (h, t) = ``coefficients[:, t, h] @ basis[h]`` with
-    coefficients [P, T, H, d] (the prompt's token values per head) and basis [H, d, C] shared, named
-    by ``key`` (the output projection, transformed by every later LayerNorm).
-    """
-
-    weights: torch.Tensor
     coefficients: torch.Tensor
     basis: torch.Tensor
     key: Hashable
+
+    @property
+    def rank(self) -> int:
+        """H*T: the number of rows."""
+        return self.coefficients.shape[1] * self.coefficients.shape[2]
 
     def rows(self) -> torch.Tensor:
         """[P, H*T, C]."""
@@ -84,6 +85,28 @@ class HeadBlock:
         """[H*T, K]: the rows of prompt ``index`` on another basis [H, d, K] (e.g. the basis times a matrix)."""
         rows = torch.einsum("thd,hdk->htk", self.coefficients[index], basis)
         return rows.reshape(-1, basis.shape[-1])
+
+
+@dataclass(frozen=True)
+class HeadBlock:
+    """``weights @ rows``: attention outputs without their bias, of one attention or of several whose
+    weights were scaled by the same LayerNorm into one tensor.
+
+    weights: [P, r, N] (tokens last), r the parts' ranks in order; each part's rows (``HeadRows``)
+    are its attention's (h, t) rows, head-major.
+    """
+
+    weights: torch.Tensor
+    parts: tuple[HeadRows, ...]
+
+    def rows(self) -> torch.Tensor:
+        """[P, r, C]: every part's rows, in order."""
+        rows = [part.rows() for part in self.parts]
+        return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+
+    def part_weights(self) -> tuple[torch.Tensor, ...]:
+        """Each part's weights [P, H*T, N] (views of ``weights``)."""
+        return self.weights.split([part.rank for part in self.parts], dim=1)
 
 
 @dataclass(frozen=True)
@@ -265,11 +288,15 @@ class LowRankTokens:
         return total
 
     def layer_norm(self, norm: nn.LayerNorm) -> LowRankTokens:
-        """``norm(X)`` over channels, without forming X."""
+        """``norm(X)`` over channels, without forming X.
+
+        The blocks come out as one block: their weights times the tokens' inverse standard deviation
+        are written into one tensor, so that later products with them are one product each."""
         # Centring every factor along channels centres X (the mean is linear in the factors).
         terms = [SharedTerm(self._centred(t.base, t.key), ("centred", t.key), t.scale) for t in self.terms]
         blocks = [
-            HeadBlock(b.weights, b.coefficients, self._centred(b.basis, b.key), ("centred", b.key)) for b in self.blocks
+            HeadBlock(b.weights, tuple(HeadRows(p.coefficients, *self._centred_keyed(p.basis, p.key)) for p in b.parts))
+            for b in self.blocks
         ]
         inverse_std = torch.rsqrt(self._mean_square(terms, blocks) + norm.eps)  # [P, N]
 
@@ -278,9 +305,14 @@ class LowRankTokens:
             return self.cache.get(gained_key, torch.mul, base, norm.weight), gained_key
 
         normalised_terms = [SharedTerm(*gained(t.base, t.key), _times(t.scale, inverse_std)) for t in terms]
-        normalised_blocks = [
-            HeadBlock(b.weights * inverse_std[:, None, :], b.coefficients, *gained(b.basis, b.key)) for b in blocks
-        ]
+        normalised_blocks = []
+        if blocks:
+            ranks = [b.weights.shape[1] for b in blocks]
+            weights = inverse_std.new_empty(inverse_std.shape[0], sum(ranks), inverse_std.shape[1])  # [P, r, N]
+            for block, scaled in zip(blocks, weights.split(ranks, dim=1), strict=True):
+                torch.mul(block.weights, inverse_std[:, None, :], out=scaled)
+            parts = tuple(HeadRows(p.coefficients, *gained(p.basis, p.key)) for b in blocks for p in b.parts)
+            normalised_blocks.append(HeadBlock(weights, parts))
         bias = SharedTerm(norm.bias[None], ("bias", id(norm)))
         return LowRankTokens([*normalised_terms, bias], normalised_blocks, self.cache)
 
@@ -299,11 +331,17 @@ class LowRankTokens:
                 return self.cache.get(("times", times[0], key), torch.matmul, matrix, times[1])
 
             terms = [(None if t.scale is None else t.scale[index], mapped(t.base, t.key)) for t in self.terms]
-            blocks = [(b.weights[index], b.prompt_rows(index, mapped(b.basis, b.key))) for b in self.blocks]
+            blocks = [
+                (b.weights[index], torch.cat([p.prompt_rows(index, mapped(p.basis, p.key)) for p in b.parts]))
+                for b in self.blocks
+            ]
         return PromptTokens(terms, blocks)
 
     def _centred(self, matrix: torch.Tensor, key: Hashable) -> torch.Tensor:
         return self.cache.get(("centred", key), _centre, matrix)
+
+    def _centred_keyed(self, matrix: torch.Tensor, key: Hashable) -> tuple[torch.Tensor, Hashable]:
+        return self._centred(matrix, key), ("centred", key)
 
     def _mean_square(self, terms: list[SharedTerm], blocks: list[HeadBlock]) -> torch.Tensor:
         """Mean over channels of ``X[p, n]**2`` [P, N] for X given by channel-centred factors."""
@@ -316,16 +354,17 @@ class LowRankTokens:
                 total = total + (1 if first is second else 2) * (dot if scale is None else scale * dot)
         for term in terms:  # shared terms with blocks: row (h, t) . S[n] = coefficients[t, h] . (basis[h] . S[n])
             for block in blocks:
-                basis = block.basis.reshape(-1, channels)  # [H*d, C]
-                key = ("cross", term.key, block.key)
-                projected = self.cache.get(key, _project_tokens_last, term.base, basis, len(block.basis))
-                row_dots = _head_dot(projected, block.coefficients)  # [P, H, T, N or 1]
-                if row_dots.shape[-1] == 1:  # a row shared by every token
-                    cross = (row_dots.reshape(len(row_dots), 1, -1) @ block.weights)[:, 0]  # [P, N]
-                else:  # written in the weights' prompt-major layout, reading the dots head-major
-                    products = block.weights.new_empty(row_dots.shape)
-                    cross = torch.mul(block.weights.view(row_dots.shape), row_dots, out=products).sum((1, 2))
-                total = total + 2 * _times(term.scale, cross)
+                for part, weights in zip(block.parts, block.part_weights(), strict=True):
+                    basis = part.basis.reshape(-1, channels)  # [H*d, C]
+                    key = ("cross", term.key, part.key)
+                    projected = self.cache.get(key, _project_tokens_last, term.base, basis, len(part.basis))
+                    row_dots = _head_dot(projected, part.coefficients)  # [P, H, T, N or 1]
+                    if row_dots.shape[-1] == 1:  # a row shared by every token
+                        cross = (row_dots.reshape(len(row_dots), 1, -1) @ weights)[:, 0]  # [P, N]
+                    else:  # written in the weights' prompt-major layout, reading the dots head-major
+                        products = weights.new_empty(row_dots.shape)
+                        cross = torch.mul(weights.unflatten(1, row_dots.shape[1:3]), row_dots, out=products).sum((1, 2))
+                    total = total + 2 * _times(term.scale, cross)
         # Blocks with blocks: sum over block pairs of u_a . G_ab u_b per token, G_ab the rows' products.
         rows = [b.rows() for b in blocks]  # [P, r, C] each
         for a, first in enumerate(blocks):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .low_rank_tokens import HeadBlock, LowRankTokens, PromptChunks, SharedCache
+from .low_rank_tokens import HeadBlock, HeadRows, LowRankTokens, PromptChunks, SharedCache
 
 MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
 PROMPTS_PER_CHUNK = 8  # prompts whose per-prompt factors are computed together (they stay in cache)
@@ -58,7 +58,7 @@ def image_to_tokens_residual(
     heads, head_dim = k.shape[2:]
     basis = attn.out_proj.weight.T.reshape(heads, head_dim, -1)  # row h*d + i of W_out^T is basis[h, i]
     values = _split_heads(attn, attn.v_proj(token_values))
-    block = HeadBlock(scores.softmax(dim=2).flatten(1, 2), values, basis, ("out", id(attn)))  # softmax over T
+    block = HeadBlock(scores.softmax(dim=2).flatten(1, 2), (HeadRows(values, basis, ("out", id(attn))),))  # over T
     # Each head's weights sum to one over the tokens, so the output bias is added once per image token.
     return image.plus_block(block).plus(attn.out_proj.bias[None], key=("bias", id(attn)))
 
