@@ -17,10 +17,12 @@ memory is the process's resident peak.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -114,62 +116,102 @@ def mask_iou_against(outputs: list[list[dict]], baseline: list[list[dict]]) -> f
     return float(np.mean(best)) if best else float("nan")
 
 
-def check_model(sam_model: str, checkpoint: str, images: list[np.ndarray], device, points: int) -> list[dict]:  # noqa: ANN001
-    """The rows of one SAM model: parity in fp32, then the reference and each precision of ours."""
+VOCABULARY = ["person", "cat", "cup", "rocket", "motorcycle", "sky", "grass", "table"]
+COLUMNS = ["model", "run", "images/s", "peak memory (MB)", "masks/image", "mask IoU against fp32", "parity"]
+
+
+@contextlib.contextmanager
+def without_tf32() -> Iterator[None]:
+    """float32 products in float32. PyTorch's default lets cuDNN run float32 convolutions in TF32 (10-bit
+    mantissas) on Ampere and newer GPUs: the reference's mask upscaling is such a convolution, ours a matrix
+    product, so under that default the two differ by TF32 rounding, not float32 rounding."""
     import torch
 
-    from gem_sam import AutoLabeller, build_gem_scorer, build_mask_generator
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def reference_row(
+    sam_model: str,
+    checkpoint: str,
+    images: list[np.ndarray],
+    device,
+    points: int,
+    parity_images: int,  # noqa: ANN001
+) -> dict:
+    """Parity of our fp32 generator with the reference generator on the device (TF32 off: float32 throughout),
+    on the first ``parity_images`` photos, and the reference's speed under PyTorch's defaults."""
+    from gem_sam import build_mask_generator
     from gem_sam.sam import is_sam2_model
     from gem_sam.sam.parity import check_parity, traced_reference_masks
 
-    torch.set_grad_enabled(False)
-    rows = []
-    settings = {"points_per_side": points, "stability_score_thresh": STABILITY}
-    scorer = build_gem_scorer(model_name="ViT-B-16", pretrained=None, device=str(device))
-    vocabulary = ["person", "cat", "cup", "rocket", "motorcycle", "sky", "grass", "table"]
-
-    ours32 = build_mask_generator(model_type=sam_model, checkpoint=checkpoint, device=str(device), **settings)
+    ours32 = build_mask_generator(
+        model_type=sam_model, checkpoint=checkpoint, device=str(device), points_per_side=points,
+        stability_score_thresh=STABILITY,
+    )  # fmt: skip
     if is_sam2_model(sam_model):
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as Reference
     else:
         from segment_anything import SamAutomaticMaskGenerator as Reference
     reference = Reference(ours32.model, output_mode="coco_rle", **ours32.config.reference_kwargs())
     reports = []
-    for image in images[:2]:
-        expected, trace = traced_reference_masks(reference, image)
-        reports.append(check_parity(ours32.generate(image), expected, trace, allow_empty=True))
+    with without_tf32():
+        for image in images[:parity_images]:
+            expected, trace = traced_reference_masks(reference, image)
+            reports.append(check_parity(ours32.generate(image), expected, trace, allow_empty=True))
+    for report in reports:
+        print(f"  {sam_model} parity: {report}", flush=True)
     parity = (
         f"{'holds' if all(r.holds() for r in reports) else 'FAILS'}: {sum(r.matched for r in reports)} masks matched, "
         f"{sum(r.differing_pixels for r in reports)} pixels and {sum(r.ours_only + r.reference_only for r in reports)} "
         "masks explained"
     )
     reset_peak(device)
-    speed, _ = timed(reference.generate, images, device)
-    rows.append({"model": sam_model, "run": "reference generator, fp32", "images_per_s": speed,
-                 "peak_mb": peak_mb(device), "parity": ""})  # fmt: skip
-    precisions = [("fp32", False), ("bf16", False), ("bf16", True)]
-    fp32_outputs: list[list[dict]] = []
-    for precision, compiled in precisions:
-        generator = build_mask_generator(
-            model_type=sam_model, checkpoint=checkpoint, device=str(device), precision=precision, compile=compiled,
-            **settings,
-        )  # fmt: skip
-        labeller = AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=vocabulary)
-        reset_peak(device)
-        speed, outputs = timed(labeller.label, images, device)
-        rows.append(
-            {
-                "model": sam_model,
-                "run": f"gem-sam label, {precision}" + (", --compile" if compiled else ""),
-                "images_per_s": speed,
-                "peak_mb": peak_mb(device),
-                "parity": parity if (precision, compiled) == ("fp32", False) else "",
-                "masks_per_image": float(np.mean([len(o) for o in outputs])),
-                "iou_against_fp32": 1.0 if precision == "fp32" else mask_iou_against(outputs, fp32_outputs),
-            }
-        )
-        fp32_outputs = fp32_outputs or outputs
-    return rows
+    speed, outputs = timed(reference.generate, images, device)
+    return {"model": sam_model, "run": "reference generator, fp32", "images_per_s": speed, "peak_mb": peak_mb(device),
+            "masks_per_image": float(np.mean([len(o) for o in outputs])), "parity": parity}  # fmt: skip
+
+
+def labelling_row(
+    sam_model: str, checkpoint: str, images: list[np.ndarray], device, points: int, *,  # noqa: ANN001
+    scorer, precision: str, compiled: bool, fp32_outputs: list[list[dict]] | None,  # noqa: ANN001
+) -> tuple[dict, list[list[dict]]]:  # fmt: skip
+    """Images per second of the whole labelling (masks and their names) at one precision, and its outputs;
+    bf16 rows carry the mean IoU of the fp32 masks with their best bf16 match."""
+    from gem_sam import AutoLabeller, build_mask_generator
+
+    generator = build_mask_generator(
+        model_type=sam_model, checkpoint=checkpoint, device=str(device), precision=precision, compile=compiled,
+        points_per_side=points, stability_score_thresh=STABILITY,
+    )  # fmt: skip
+    labeller = AutoLabeller(scorer=scorer, mask_generator=generator, vocabulary=VOCABULARY)
+    generator.times.enabled = True
+    reset_peak(device)
+    speed, outputs = timed(labeller.label, images, device)
+    per_image = {stage: seconds / len(images) for stage, seconds in generator.times.seconds.items()}
+    print(f"  {sam_model} {precision}{' compiled' if compiled else ''}, seconds per image by stage (warm-up in): "
+          + ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in per_image.items()), flush=True)  # fmt: skip
+    row = {
+        "model": sam_model,
+        "run": f"gem-sam label, {precision}" + (", --compile" if compiled else ""),
+        "images_per_s": speed,
+        "peak_mb": peak_mb(device),
+        "masks_per_image": float(np.mean([len(o) for o in outputs])),
+        "iou_against_fp32": 1.0 if fp32_outputs is None else mask_iou_against(outputs, fp32_outputs),
+        "parity": "",
+    }
+    return row, outputs
+
+
+def table_line(row: dict) -> str:
+    masks = f"{row['masks_per_image']:.0f}" if "masks_per_image" in row else "-"
+    iou = f"{row['iou_against_fp32']:.4f}" if "iou_against_fp32" in row else "-"
+    return (f"| {row['model']} | {row['run']} | {row['images_per_s']:.3f} | {row['peak_mb']:.0f} | {masks} | {iou} | "
+            f"{row['parity'] or '-'} |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,35 +220,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="timed images (default: 4 on a GPU, 1 on the CPU)")
     parser.add_argument("--models", nargs="+", default=["vit_b", "sam2.1_hiera_t"])
     parser.add_argument("--points-per-side", type=int, default=None, help="default: 32 on a GPU, 4 on the CPU")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--parity-images", type=int, default=2, help="photos checked for parity (default: 2)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the rows with a compiled encoder")
+    parser.add_argument("--json", default=None, help="also write the rows here, rewritten as each row finishes")
     args = parser.parse_args(argv)
 
     import torch
 
+    from gem_sam import build_gem_scorer
     from gem_sam.devices import resolve_device
 
+    torch.set_grad_enabled(False)
     device = resolve_device(args.device)
     on_gpu = device.type == "cuda"
     count = args.images if args.images is not None else (4 if on_gpu else 1)
     points = args.points_per_side or (32 if on_gpu else 4)
     images = photos(count + 1, (640, 480) if on_gpu else (320, 240))
     folder = Path(tempfile.mkdtemp())
-    rows = []
-    for sam_model in args.models:
-        checkpoint = prepared_checkpoint(sam_model, folder, str(device))
-        rows += check_model(sam_model, checkpoint, images, device, points)
     name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
-    print(f"\n{name}, {count} timed image(s) of {images[0].shape[1]}x{images[0].shape[0]}, {points}x{points} points")
-    columns = ["model", "run", "images/s", "peak memory (MB)", "masks/image", "mask IoU against fp32", "parity"]
-    print("| " + " | ".join(columns) + " |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        masks = f"{row['masks_per_image']:.0f}" if "masks_per_image" in row else "-"
-        iou = f"{row['iou_against_fp32']:.4f}" if "iou_against_fp32" in row else "-"
-        print(f"| {row['model']} | {row['run']} | {row['images_per_s']:.3f} | {row['peak_mb']:.0f} | {masks} | {iou} | "
-              f"{row['parity'] or '-'} |")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    print(f"\n{name}, torch {torch.__version__}, {count} timed image(s) of {images[0].shape[1]}x{images[0].shape[0]}, "
+          f"{points}x{points} points")  # fmt: skip
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS), flush=True)
+    scorer = build_gem_scorer(model_name="ViT-B-16", pretrained=None, device=str(device))
+    rows: list[dict] = []
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        print(table_line(row), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+
+    checkpoints, fp32_outputs = {}, {}
+    # The compiled rows come last: compiling takes the longest, and the other rows are whole without them.
+    for sam_model in args.models:
+        checkpoints[sam_model] = prepared_checkpoint(sam_model, folder, str(device))
+        add(reference_row(sam_model, checkpoints[sam_model], images, device, points, args.parity_images))
+        for precision in ("fp32", "bf16"):
+            row, outputs = labelling_row(
+                sam_model, checkpoints[sam_model], images, device, points, scorer=scorer, precision=precision,
+                compiled=False, fp32_outputs=fp32_outputs.get(sam_model),
+            )  # fmt: skip
+            fp32_outputs.setdefault(sam_model, outputs)
+            add(row)
+    for sam_model in [] if args.no_compile else args.models:
+        row, _ = labelling_row(
+            sam_model, checkpoints[sam_model], images, device, points, scorer=scorer, precision="bf16", compiled=True,
+            fp32_outputs=fp32_outputs[sam_model],
+        )  # fmt: skip
+        add(row)
     return 0 if all("FAILS" not in row["parity"] for row in rows) else 1
 
 
