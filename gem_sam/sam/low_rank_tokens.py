@@ -19,7 +19,7 @@ place and reductions over tokens run on contiguous memory) and ``R_b[p]`` [r, C]
 needs projections of X only contracted with a prompt's few queries, and LayerNorm needs only each
 token's mean and variance; both follow from products of the small factors with the shared matrices,
 so the [P, N, C] tensor is never formed: the tokens of a prompt whose masks are wanted are formed a block
-at a time from its factors (``prompt``).
+at a time from its factors (``prompts``).
 Everything computed from the shared matrices alone is kept in a ``SharedCache`` and reused by every
 chunk of prompts of the image.
 
@@ -30,7 +30,7 @@ rounding (about 1e-6 relative); run it in float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -81,10 +81,12 @@ class HeadRows:
         rows = torch.einsum("pthd,hdc->phtc", self.coefficients, self.basis)
         return rows.reshape(prompts, heads * tokens, self.basis.shape[-1])
 
-    def prompt_rows(self, index: int, basis: torch.Tensor) -> torch.Tensor:
-        """[H*T, K]: the rows of prompt ``index`` on another basis [H, d, K] (e.g. the basis times a matrix)."""
-        rows = torch.einsum("thd,hdk->htk", self.coefficients[index], basis)
-        return rows.reshape(-1, basis.shape[-1])
+    def prompt_rows(self, selection: slice | torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """[S, H*T, K]: the rows of the S prompts ``selection`` picks on another basis [H, d, K] (e.g. the
+        basis times a matrix)."""
+        coefficients = self.coefficients[selection]
+        rows = torch.einsum("sthd,hdk->shtk", coefficients, basis)
+        return rows.reshape(len(coefficients), -1, basis.shape[-1])
 
 
 @dataclass(frozen=True)
@@ -111,39 +113,42 @@ class HeadBlock:
 
 @dataclass(frozen=True)
 class PromptTokens:
-    """One prompt's N tokens ``X[n] = sum_i scale_i[n] * base_i[n] + sum_b weights_b[n] @ rows_b``.
+    """S prompts' N tokens ``X[s, n] = sum_i scale_i[s, n] * base_i[n] + sum_b weights_b[s, :, n] @ rows_b[s]``.
 
-    terms: (scale [N] or None for 1, base [N, K] or [1, K]); blocks: (weights [r, N], rows [r, K]).
+    terms: (scale [S, N] or None for 1, base [N, K] or [1, K]); blocks: (weights [S, r, N], rows [S, r, K]).
     Tokens lie on a square grid, row-major.
     """
 
     terms: list[tuple[torch.Tensor | None, torch.Tensor]]
     blocks: list[tuple[torch.Tensor, torch.Tensor]]
+    count: int  # S
 
     def form(self, rows: slice, cols: int) -> torch.Tensor:
-        """The tokens of grid rows ``rows`` and the first ``cols`` grid columns, row-major: [n, K]."""
-        count = max(base.shape[0] for _, base in self.terms)
-        side = math.isqrt(count)
+        """The tokens of grid rows ``rows`` and the first ``cols`` grid columns, row-major: [S, n, K]."""
+        side = math.isqrt(max(base.shape[0] for _, base in self.terms))
         grid_rows = range(side)[rows]
-        out = self.terms[0][1].new_empty(len(grid_rows), cols, self.terms[0][1].shape[1])
+        out = self.terms[0][1].new_empty(self.count, len(grid_rows), cols, self.terms[0][1].shape[1])
 
         def block_of(per_token: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [rows, cols, ...]
             return per_token.view(side, side, *per_token.shape[1:])[rows, :cols]
+
+        def scales_of(scale: torch.Tensor) -> torch.Tensor:  # [S, N] -> [S, rows, cols, 1]
+            return scale.view(-1, side, side)[:, rows, :cols, None]
 
         for index, (scale, base) in enumerate(self.terms):
             shared = base if base.shape[0] == 1 else block_of(base)
             if index == 0 and scale is None:  # the first term writes every token; the others add to it
                 out.copy_(shared)
             elif index == 0:
-                torch.mul(block_of(scale)[..., None], shared, out=out)
+                torch.mul(scales_of(scale), shared, out=out)
             elif scale is None:
                 out.add_(shared)
             else:
-                out.addcmul_(block_of(scale)[..., None], shared)
-        flat = out.view(-1, out.shape[-1])
-        for weights, block_rows in self.blocks:  # weights [r, N]: tokens on the last dim
-            band = weights.view(-1, side, side)[:, rows, :cols].reshape(weights.shape[0], -1)  # [r, n]
-            flat.addmm_(band.T, block_rows)
+                out.addcmul_(scales_of(scale), shared)
+        flat = out.view(self.count, -1, out.shape[-1])
+        for weights, block_rows in self.blocks:  # weights [S, r, N]: tokens on the last dim
+            band = weights.view(*weights.shape[:2], side, side)[:, :, rows, :cols].flatten(2)  # [S, r, n]
+            flat.baddbmm_(band.transpose(1, 2), block_rows)
         return flat
 
 
@@ -316,8 +321,11 @@ class LowRankTokens:
         bias = SharedTerm(norm.bias[None], ("bias", id(norm)))
         return LowRankTokens([*normalised_terms, bias], normalised_blocks, self.cache)
 
-    def prompt(self, index: int, *, times: tuple[Hashable, torch.Tensor] | None = None) -> PromptTokens:
-        """The tokens of prompt ``index`` as factors, to be formed a block of tokens at a time.
+    def prompts(
+        self, selection: slice | torch.Tensor, *, times: tuple[Hashable, torch.Tensor] | None = None
+    ) -> PromptTokens:
+        """The tokens of the prompts ``selection`` picks (a slice with a start and a stop, or indexes [S]) as
+        factors, to be formed a block of tokens at a time.
 
         With ``times=(key, M)``, the tokens times M [C, K] instead: each shared base and each block's
         basis is multiplied by M once (cached under ``key``), so a linear map of every token costs no
@@ -330,12 +338,16 @@ class LowRankTokens:
                     return matrix
                 return self.cache.get(("times", times[0], key), torch.matmul, matrix, times[1])
 
-            terms = [(None if t.scale is None else t.scale[index], mapped(t.base, t.key)) for t in self.terms]
+            terms = [(None if t.scale is None else t.scale[selection], mapped(t.base, t.key)) for t in self.terms]
             blocks = [
-                (b.weights[index], torch.cat([p.prompt_rows(index, mapped(p.basis, p.key)) for p in b.parts]))
+                (
+                    b.weights[selection],
+                    torch.cat([p.prompt_rows(selection, mapped(p.basis, p.key)) for p in b.parts], dim=1),
+                )
                 for b in self.blocks
             ]
-        return PromptTokens(terms, blocks)
+        count = selection.stop - selection.start if isinstance(selection, slice) else len(selection)
+        return PromptTokens(terms, blocks, count)
 
     def _centred(self, matrix: torch.Tensor, key: Hashable) -> torch.Tensor:
         return self.cache.get(("centred", key), _centre, matrix)
@@ -387,9 +399,28 @@ class PromptChunks:
         """Tokens per side of the square grid of image tokens."""
         return math.isqrt(max(term.base.shape[0] for term in self.chunks[0].terms))
 
-    def prompt(self, index: int, *, times: tuple[Hashable, torch.Tensor] | None = None) -> PromptTokens:
-        """The tokens of prompt ``index`` (counted over all chunks) as factors (``LowRankTokens.prompt``)."""
-        chunk = int(torch.searchsorted(self.starts, torch.tensor(index), right=True)) - 1
-        if not 0 <= index < int(self.starts[-1]):
-            raise IndexError(f"prompt {index} out of range for {int(self.starts[-1])} prompts")
-        return self.chunks[chunk].prompt(index - int(self.starts[chunk]), times=times)
+    def batches(
+        self, indexes: list[int], size: int, *, times: tuple[Hashable, torch.Tensor] | None = None
+    ) -> Iterator[tuple[slice, PromptTokens]]:
+        """The prompts ``indexes`` (counted over all chunks) in runs of at most ``size`` that each lie in one
+        chunk: each run's positions in ``indexes`` and its tokens as factors (``LowRankTokens.prompts``)."""
+        total = int(self.starts[-1])
+        outside = [index for index in indexes if not 0 <= index < total]
+        if outside:
+            raise IndexError(f"prompt {outside[0]} out of range for {total} prompts")
+        chunk_of = (torch.searchsorted(self.starts, torch.tensor(indexes, dtype=torch.long), right=True) - 1).tolist()
+        start = 0
+        while start < len(indexes):
+            stop = start + 1
+            while stop < len(indexes) and stop - start < size and chunk_of[stop] == chunk_of[start]:
+                stop += 1
+            chunk, offset = chunk_of[start], int(self.starts[chunk_of[start]])
+            local = [index - offset for index in indexes[start:stop]]
+            # one prompt: a slice, so that its factors are views, not copies
+            selection = slice(local[0], local[0] + 1) if len(local) == 1 else torch.tensor(local, device=self.device)
+            yield slice(start, stop), self.chunks[chunk].prompts(selection, times=times)
+            start = stop
+
+    @property
+    def device(self) -> torch.device:
+        return self.chunks[0].terms[0].base.device

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,32 @@ from torch import nn
 from .low_rank_tokens import HeadBlock, HeadRows, LowRankTokens, PromptChunks, SharedCache
 
 MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
-PROMPTS_PER_CHUNK = 8  # prompts whose per-prompt factors are computed together (they stay in cache)
-TOKENS_PER_BAND = 1024  # image tokens whose mask logits are formed at a time (their pixels stay in cache)
+
+
+@dataclass(frozen=True)
+class WorkSizes:
+    """How much of the decoder's work one pass of kernels takes; the results are the same up to float32
+    rounding whatever the sizes.
+
+    prompts_per_chunk: prompts whose per-prompt factors are computed together; None: all the prompts
+    of a call. tokens_per_band: image tokens whose mask logits are formed at a time; None: the whole grid.
+    prompts_per_logit_batch: prompts whose mask logits are formed together.
+    """
+
+    prompts_per_chunk: int | None
+    tokens_per_band: int | None
+    prompts_per_logit_batch: int
+
+    @staticmethod
+    def for_device(device: torch.device) -> WorkSizes:
+        """On a CPU, a few prompts' factors and one band's pixels stay in the cache. On a GPU the number
+        of kernel launches is what counts, so a chunk is all the prompts of a batch and a band the whole
+        grid."""
+        if device.type == "cpu":
+            # logits of 4 prompts together took 8% less time, but raised the peak of a labelling by 20-50 MB
+            return WorkSizes(prompts_per_chunk=8, tokens_per_band=1024, prompts_per_logit_batch=1)
+        # 16 prompts' full-grid pixels: [16, 65536, 32] float32 after the second convolution, 134 MB
+        return WorkSizes(prompts_per_chunk=None, tokens_per_band=None, prompts_per_logit_batch=16)
 
 
 def _split_heads(attn: nn.Module, projected: torch.Tensor) -> torch.Tensor:
@@ -67,10 +92,14 @@ class PointPromptDecoder:
     """Decodes single positive point prompts on one image embedding, as the family's ``MaskDecoder``.
 
     prompt_encoder, mask_decoder: the model's own modules (SAM 1: ``sam.prompt_encoder`` and
-    ``sam.mask_decoder``; SAM 2: ``sam_prompt_encoder`` and ``sam_mask_decoder``).
+    ``sam.mask_decoder``; SAM 2: ``sam_prompt_encoder`` and ``sam_mask_decoder``). work_sizes: None
+    takes ``WorkSizes.for_device`` of the image embedding's device.
     """
 
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
+    def __init__(
+        self, prompt_encoder: nn.Module, mask_decoder: nn.Module, *, work_sizes: WorkSizes | None = None
+    ) -> None:
+        self.work_sizes = work_sizes
         self.prompt_encoder = prompt_encoder
         self.decoder = mask_decoder
         self.transformer = mask_decoder.transformer
@@ -83,6 +112,9 @@ class PointPromptDecoder:
         if self.iou_token_index:
             parts.insert(0, self.decoder.obj_score_token.weight)
         return torch.cat(parts)
+
+    def _work_sizes(self, device: torch.device) -> WorkSizes:
+        return self.work_sizes or WorkSizes.for_device(device)
 
     def transform(self, image_embedding: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, PromptChunks]:
         """Run the two-way transformer for single positive points.
@@ -98,9 +130,10 @@ class PointPromptDecoder:
             embedding = (image_embedding + dense)[0].flatten(1).T  # [N, C]
             key_pe = self.prompt_encoder.get_dense_pe()[0].flatten(1).T  # [N, C]
             cache = SharedCache()
+            chunk_size = self._work_sizes(coords.device).prompts_per_chunk or max(1, len(coords))
             parts = [
                 self._transform(LowRankTokens.shared(embedding, key="image", cache=cache), key_pe, chunk)
-                for chunk in coords.split(PROMPTS_PER_CHUNK)
+                for chunk in coords.split(chunk_size)
             ]
         chunks = PromptChunks([image for _, image in parts], [len(tokens) for tokens, _ in parts])
         return torch.cat([tokens for tokens, _ in parts]), chunks
@@ -156,12 +189,13 @@ class PointPromptDecoder:
 
         The output upscaling (2x2 stride-2 transposed convolution, LayerNorm over channels, GELU,
         another such convolution, GELU) mixes no pixels: each transposed convolution maps one pixel's
-        channels to its 2x2 block of output pixels. So it runs channels-last, one prompt and one band
-        of token rows at a time (small enough to stay in the CPU's cache), as matrix products: the
-        first convolution folded into the tokens' factors (``prompt(times=...)``), the LayerNorm over
-        the last dim, the second convolution, and the hypernetwork product giving [K, pixels]. The
-        pixels stay in the order the convolutions write them (by token, then by block offset) until
-        the K logits are put in raster order, the smallest tensor of the chain.
+        channels to its 2x2 block of output pixels. So it runs channels-last, a batch of prompts and a
+        band of token rows at a time (``WorkSizes``: on a CPU one prompt and a band small enough to stay in
+        its cache), as matrix products: the first convolution folded into the tokens' factors
+        (``prompts(times=...)``), the LayerNorm over the last dim, the second convolution, and the
+        hypernetwork product giving [K, pixels] per prompt. The pixels stay in the order the convolutions
+        write them (by token, then by block offset) until the K logits are put in raster order, the
+        smallest tensor of the chain.
         """
         first, norm, activation, second, last_activation = self.decoder.output_upscaling
         mask_tokens = tokens[:, self.iou_token_index + 1 :]
@@ -179,23 +213,23 @@ class PointPromptDecoder:
         first_matrix = (("upscale", id(first)), _per_pixel_block(first))
         second_matrix = _per_pixel_block(second)
         out = torch.empty(len(indexes), hyper.shape[1], 4 * rows, 4 * cols, device=hyper.device)
-        # On a GPU one band is the whole grid: there the work per kernel matters, not the cache.
-        band_tokens = TOKENS_PER_BAND if hyper.device.type == "cpu" else rows * cols
-        for slot, index in enumerate(indexes.tolist()):
-            prompt = image.prompt(index, times=first_matrix)
+        sizes = self._work_sizes(hyper.device)
+        band_tokens = sizes.tokens_per_band or rows * cols
+        for slots, prompts in image.batches(indexes.tolist(), sizes.prompts_per_logit_batch, times=first_matrix):
+            count = slots.stop - slots.start
             for band in _row_bands(rows, cols, band_tokens):
                 band_rows = band.stop - band.start
                 # pixels stay in token order throughout: token (i, j) of the band, then the first
                 # convolution's offset (a, b), then the second's (a2, b2); per-pixel steps do not mind
-                x = prompt.form(band, cols).view(-1, c1).add_(_token_band(first_shift, band, cols, side))
+                x = prompts.form(band, cols).view(count, -1, c1).add_(_token_band(first_shift, band, cols, side))
                 x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-                x = (x @ second_matrix).view(-1, c2).add_(_token_band(second_shift, band, cols, side))
-                masks = hyper[slot].to(x.dtype) @ last_activation(x).T  # [K, pixels]
+                x = (x @ second_matrix).view(count, -1, c2).add_(_token_band(second_shift, band, cols, side))
+                masks = hyper[slots].to(x.dtype) @ last_activation(x).transpose(1, 2)  # [S, K, pixels]
                 # pixel (i, j, a, b, a2, b2) lies at row 4i + 2a + a2, column 4j + 2b + b2: a pixel
                 # shuffle of the 16 offsets (a, a2, b, b2) as channels, faster than one 7-d permute
                 offsets = masks.view(-1, band_rows, cols, 2, 2, 2, 2).permute(0, 3, 5, 4, 6, 1, 2)
-                shuffled = F.pixel_shuffle(offsets.reshape(-1, 16, band_rows, cols), 4)  # [K, 1, 4 rows, 4 cols]
-                out[slot, :, 4 * band.start : 4 * band.stop].copy_(shuffled[:, 0])
+                shuffled = F.pixel_shuffle(offsets.reshape(-1, 16, band_rows, cols), 4)  # [S*K, 1, 4 rows, 4 cols]
+                out[slots, :, 4 * band.start : 4 * band.stop].copy_(shuffled.view(count, -1, *shuffled.shape[2:]))
         return out
 
     def upscaling_shifts(

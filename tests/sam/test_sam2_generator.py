@@ -24,7 +24,7 @@ from gem_sam.sam import (
     load_sam,
     load_sam2,
 )
-from gem_sam.sam.point_decoder import PointPromptDecoder
+from gem_sam.sam.point_decoder import PointPromptDecoder, WorkSizes
 
 from ..cli.test_label import run as run_label
 from ..conftest import (
@@ -140,9 +140,11 @@ def sam2_with_random_norms(model_type: str = "sam2.1_hiera_t"):
 
 
 @pytest.mark.parametrize("prompts", [1, 7, 20])
-def test_decoder_matches_sam2_mask_decoder(prompts: int) -> None:
+@pytest.mark.parametrize("device_sizes", ["cpu", "cuda"])
+def test_decoder_matches_sam2_mask_decoder(prompts: int, device_sizes: str) -> None:
     """All four outputs (single-mask and multimask), with the object-score token and the high-resolution
-    features, against sam2's MaskDecoder.predict_masks on random inputs."""
+    features, against sam2's MaskDecoder.predict_masks on random inputs; with the CPU's work sizes and a
+    GPU's (one chunk of prompts, one band of tokens)."""
     model = sam2_with_random_norms()
     torch.manual_seed(prompts)
     embedding = torch.randn(1, 256, 64, 64)
@@ -160,7 +162,8 @@ def test_decoder_matches_sam2_mask_decoder(prompts: int) -> None:
             repeat_image=True,
             high_res_features=high_res,
         )
-        decoder = PointPromptDecoder(prompt_encoder, mask_decoder)
+        sizes = WorkSizes.for_device(torch.device(device_sizes))
+        decoder = PointPromptDecoder(prompt_encoder, mask_decoder, work_sizes=sizes)
         tokens, image_tokens = decoder.transform(embedding, coords)
         selected = torch.arange(0, prompts, 2)
         shifts = decoder.upscaling_shifts(high_res, side=64)

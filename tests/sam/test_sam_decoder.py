@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from gem_sam.sam.point_decoder import PointPromptDecoder
+from gem_sam.sam.point_decoder import PointPromptDecoder, WorkSizes
 
 from ..conftest import tiny_sam
 
@@ -40,16 +40,27 @@ def reference_decoder(sam, embedding: torch.Tensor, coords: torch.Tensor, dtype:
     )
 
 
+# The CPU's (chunks of 8 prompts, bands of 1024 tokens, logits a prompt at a time), a GPU's (one chunk, one
+# band, logits of 16 prompts together), and runs of logits cut by both their size and the chunks' ends
+WORK_SIZES = {
+    "cpu": WorkSizes.for_device(torch.device("cpu")),
+    "cuda": WorkSizes.for_device(torch.device("cuda")),
+    "mixed": WorkSizes(prompts_per_chunk=8, tokens_per_band=1000, prompts_per_logit_batch=3),
+}
+
+
 @pytest.mark.parametrize("prompts", [1, 5, 33])
 @pytest.mark.parametrize("random_norms", [False, True])
-def test_matches_mask_decoder(prompts: int, random_norms: bool) -> None:
+@pytest.mark.parametrize("sizes", list(WORK_SIZES))
+def test_matches_mask_decoder(prompts: int, random_norms: bool, sizes: str) -> None:
+    """With each of ``WORK_SIZES``, all run here on the CPU."""
     sam = sam_with_random_norms() if random_norms else tiny_sam()
     torch.manual_seed(prompts)
     embedding = torch.randn(1, 256, 64, 64)
     coords = torch.rand(prompts, 2) * 1024
     with torch.no_grad():
         reference_masks, reference_iou = reference_decoder(sam, embedding, coords, torch.float32)
-        decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
+        decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder, work_sizes=WORK_SIZES[sizes])
         tokens, image_tokens = decoder.transform(embedding, coords)
         iou = decoder.iou_predictions(tokens)[:, 1:]  # the multimask outputs
         selected = torch.arange(0, prompts, 2)  # masks for a subset of the prompts only
