@@ -26,7 +26,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..devices import autocast
 from .config import MaskGeneratorConfig
-from .point_decoder import MULTIMASK_OUTPUTS, PointPromptDecoder
+from .point_decoder import ALL_OUTPUTS, MULTIMASK_OUTPUTS, PointPromptDecoder
 from .sam1_encoder import encode_image
 from .stability_bounds import Sources, bilinear_sources
 
@@ -224,6 +224,10 @@ def bilinear_reach(rows: int, *, source: int, target: int) -> int:
     (``align_corners=False``) reads to give its first ``rows`` output rows. The same holds for columns."""
     last = (rows - 0.5) * source / target - 0.5  # source position of the last output row
     return min(source, math.floor(max(last, 0.0)) + 2)
+
+
+# The mask outputs that each output mode may give (``output_candidates``), for ``PointPromptDecoder.transform``.
+OUTPUTS_OF_MODE = {"multimask": MULTIMASK_OUTPUTS, "single": (0,), "dynamic": ALL_OUTPUTS}
 
 
 def output_candidates(mode: str, ious: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

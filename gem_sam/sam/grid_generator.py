@@ -60,7 +60,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 
 from ..devices import autocast
 from ..mask_ops import masks_per_chunk
-from .adapters import ImageFeatures, Sam1Adapter, Sam2Adapter, output_candidates
+from .adapters import OUTPUTS_OF_MODE, ImageFeatures, Sam1Adapter, Sam2Adapter, output_candidates
 from .config import MaskGeneratorConfig, Sam2GeneratorConfig, generator_config, is_sam2_model
 from .sam1_model import load_sam
 from .sam2_model import load_sam2
@@ -203,7 +203,9 @@ class GridMaskGenerator:
         filtering = config.pred_iou_thresh > 0.0 and not config.use_m2m
         with autocast(self.device, config.precision):
             with self.times.stage("decoder transformer + IoU head", self.device):
-                tokens, image_tokens = self.decoder.transform(features.embedding, coords)
+                tokens, image_tokens = self.decoder.transform(
+                    features.embedding, coords, mask_outputs=OUTPUTS_OF_MODE[self.adapter.output_mode]
+                )
                 all_ious = self.decoder.iou_predictions(tokens).float()  # [P, 4]
                 outputs, ious = output_candidates(self.adapter.output_mode, all_ious)
             passes = ious > config.pred_iou_thresh if filtering else torch.ones_like(ious, dtype=torch.bool)

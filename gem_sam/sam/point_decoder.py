@@ -30,6 +30,7 @@ from torch import nn
 from .low_rank_tokens import HeadBlock, HeadRows, LowRankTokens, PromptChunks, SharedCache
 
 MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
+ALL_OUTPUTS = (0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,20 @@ class PointPromptDecoder:
     def _work_sizes(self, device: torch.device) -> WorkSizes:
         return self.work_sizes or WorkSizes.for_device(device)
 
-    def transform(self, image_embedding: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, PromptChunks]:
+    def transform(
+        self, image_embedding: torch.Tensor, coords: torch.Tensor, *, mask_outputs: Sequence[int] = ALL_OUTPUTS
+    ) -> tuple[torch.Tensor, PromptChunks]:
         """Run the two-way transformer for single positive points.
 
         image_embedding: [1, C, h, w] from the image encoder; coords: [P, 2] (x, y) in the encoder's
-        1024-pixel input frame. Returns tokens [P, T, C] and the prompts' image tokens (h*w of them,
-        row-major), to be formed a prompt at a time (``prompt``) for the prompts whose masks are wanted.
+        1024-pixel input frame; mask_outputs: the mask outputs whose logits may be asked for.
+        Returns tokens [P, T, C] and the prompts' image tokens (h*w of them, row-major), to be formed a
+        batch at a time (``mask_logits``) for the prompts whose masks are wanted.
+
+        Only the IoU token and the tokens of ``mask_outputs`` go through the final token-to-image
+        attention, since nothing else reads its output (per query it is independent of the other
+        queries); the other rows of the returned tokens (SAM 2's object-score token, the point tokens,
+        the other mask tokens) are NaN.
         """
         with torch.autocast(image_embedding.device.type, enabled=False):
             image_embedding, coords = image_embedding.float(), coords.float()
@@ -131,15 +140,24 @@ class PointPromptDecoder:
             key_pe = self.prompt_encoder.get_dense_pe()[0].flatten(1).T  # [N, C]
             cache = SharedCache()
             chunk_size = self._work_sizes(coords.device).prompts_per_chunk or max(1, len(coords))
+            final_rows = self._final_rows(mask_outputs)
             parts = [
-                self._transform(LowRankTokens.shared(embedding, key="image", cache=cache), key_pe, chunk)
+                self._transform(LowRankTokens.shared(embedding, key="image", cache=cache), key_pe, chunk, final_rows)
                 for chunk in coords.split(chunk_size)
             ]
         chunks = PromptChunks([image for _, image in parts], [len(tokens) for tokens, _ in parts])
         return torch.cat([tokens for tokens, _ in parts]), chunks
 
+    def _final_rows(self, mask_outputs: Sequence[int]) -> list[int]:
+        """The token rows that the final attention computes: the IoU token and the mask outputs' tokens."""
+        known = range(len(self.decoder.output_hypernetworks_mlps))
+        unknown = [output for output in mask_outputs if output not in known]
+        if unknown or not mask_outputs:
+            raise ValueError(f"mask outputs {list(mask_outputs)}: each must be one of {list(known)}, at least one")
+        return [self.iou_token_index, *(self.iou_token_index + 1 + output for output in sorted(set(mask_outputs)))]
+
     def _transform(
-        self, image: LowRankTokens, key_pe: torch.Tensor, coords: torch.Tensor
+        self, image: LowRankTokens, key_pe: torch.Tensor, coords: torch.Tensor, final_rows: list[int]
     ) -> tuple[torch.Tensor, LowRankTokens]:
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=coords.device)
         sparse, _ = self.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
@@ -159,8 +177,13 @@ class PointPromptDecoder:
             image = image_to_tokens_residual(
                 layer.cross_attn_image_to_token, image, key_pe, queries + tokens, queries
             ).layer_norm(layer.norm4)
-        final = tokens_to_image_attention(self.transformer.final_attn_token_to_image, queries + tokens, image, key_pe)
-        return self.transformer.norm_final_attn(queries + final), image
+        queries, point_embeddings = queries[:, final_rows], tokens[:, final_rows]
+        final = tokens_to_image_attention(
+            self.transformer.final_attn_token_to_image, queries + point_embeddings, image, key_pe
+        )
+        out = torch.full_like(tokens, math.nan)
+        out[:, final_rows] = self.transformer.norm_final_attn(queries + final)
+        return out, image
 
     def iou_predictions(self, tokens: torch.Tensor) -> torch.Tensor:
         """[P, T, C] transformer tokens -> [P, M] predicted IoU of every mask output (M = 4: the
@@ -199,6 +222,9 @@ class PointPromptDecoder:
         """
         first, norm, activation, second, last_activation = self.decoder.output_upscaling
         mask_tokens = tokens[:, self.iou_token_index + 1 :]
+        requested = outputs if isinstance(outputs, torch.Tensor) else torch.tensor(list(outputs), device=tokens.device)
+        if mask_tokens[:, :, 0].gather(1, requested.expand(len(tokens), -1)).isnan().any():
+            raise ValueError(f"mask outputs {requested.unique().tolist()} were not all in transform's mask_outputs")
         hyper = torch.stack(
             [mlp(mask_tokens[:, index]) for index, mlp in enumerate(self.decoder.output_hypernetworks_mlps)], dim=1
         )  # [S, M, c2]
@@ -224,10 +250,14 @@ class PointPromptDecoder:
                 x = prompts.form(band, cols).view(count, -1, c1).add_(_token_band(first_shift, band, cols, side))
                 x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
                 x = (x @ second_matrix).view(count, -1, c2).add_(_token_band(second_shift, band, cols, side))
-                masks = hyper[slots].to(x.dtype) @ last_activation(x).transpose(1, 2)  # [S, K, pixels]
+                # one product per prompt and token row: a product per prompt, [K, c2] times [c2, pixels] with K
+                # at most 4, would run on one core
+                features = last_activation(x).view(count * band_rows, -1, c2)  # [S*rows, pixels of a row, c2]
+                weights = hyper[slots].to(x.dtype)[:, None].expand(-1, band_rows, -1, -1).flatten(0, 1)
+                masks = torch.bmm(weights, features.transpose(1, 2))  # [S*rows, K, pixels of a row]
                 # pixel (i, j, a, b, a2, b2) lies at row 4i + 2a + a2, column 4j + 2b + b2: a pixel
                 # shuffle of the 16 offsets (a, a2, b, b2) as channels, faster than one 7-d permute
-                offsets = masks.view(-1, band_rows, cols, 2, 2, 2, 2).permute(0, 3, 5, 4, 6, 1, 2)
+                offsets = masks.view(count, band_rows, -1, cols, 2, 2, 2, 2).permute(0, 2, 4, 6, 5, 7, 1, 3)
                 shuffled = F.pixel_shuffle(offsets.reshape(-1, 16, band_rows, cols), 4)  # [S*K, 1, 4 rows, 4 cols]
                 out[slots, :, 4 * band.start : 4 * band.stop].copy_(shuffled.view(count, -1, *shuffled.shape[2:]))
         return out

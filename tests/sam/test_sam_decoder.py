@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from gem_sam.sam.point_decoder import PointPromptDecoder, WorkSizes
+from gem_sam.sam.point_decoder import MULTIMASK_OUTPUTS, PointPromptDecoder, WorkSizes
 
 from ..conftest import tiny_sam
 
@@ -69,6 +69,40 @@ def test_matches_mask_decoder(prompts: int, random_norms: bool, sizes: str) -> N
     scale = reference_masks.abs().max()
     assert scale > 1.0  # the logits are not trivially small
     torch.testing.assert_close(masks, reference_masks[selected], atol=1e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mask_outputs", [MULTIMASK_OUTPUTS, (2,)])
+def test_final_attention_of_the_needed_tokens_only(mask_outputs: tuple[int, ...]) -> None:
+    """With ``mask_outputs``, the IoU predictions and those outputs' logits are still SAM's; asking for
+    another output's logits is an error, not a NaN mask."""
+    sam = sam_with_random_norms()
+    torch.manual_seed(5)
+    embedding = torch.randn(1, 256, 64, 64)
+    coords = torch.rand(9, 2) * 1024
+    with torch.no_grad():
+        reference_masks, reference_iou = reference_decoder(sam, embedding, coords, torch.float32)
+        decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
+        tokens, image_tokens = decoder.transform(embedding, coords, mask_outputs=mask_outputs)
+        selected = torch.tensor([7, 2, 4])
+        masks = decoder.mask_logits(tokens[selected], image_tokens, selected, outputs=mask_outputs)
+        with pytest.raises(ValueError, match=r"mask outputs \[0\] were not all in transform's mask_outputs"):
+            decoder.mask_logits(tokens[selected], image_tokens, selected, outputs=(0,))
+    torch.testing.assert_close(decoder.iou_predictions(tokens)[:, 1:], reference_iou, atol=1e-5, rtol=1e-5)
+    expected = reference_masks[selected][:, [output - 1 for output in mask_outputs]]  # the reference's are 1-3
+    torch.testing.assert_close(masks, expected, atol=1e-5 * reference_masks.abs().max(), rtol=1e-4)
+    # the IoU token and the mask tokens asked for are formed; the point tokens (the point and SAM's padding
+    # point) and the other mask tokens never go through the final attention
+    formed = [0, *(1 + output for output in mask_outputs)]
+    assert not tokens[:, formed].isnan().any()
+    assert tokens[:, [row for row in range(tokens.shape[1]) if row not in formed]].isnan().all()
+
+
+@pytest.mark.parametrize("mask_outputs", [(), (4,), (-1, 1)])
+def test_unknown_mask_outputs_are_refused(mask_outputs: tuple[int, ...]) -> None:
+    sam = tiny_sam()
+    decoder = PointPromptDecoder(sam.prompt_encoder, sam.mask_decoder)
+    with pytest.raises(ValueError, match=r"each must be one of \[0, 1, 2, 3\]"):
+        decoder.transform(torch.randn(1, 256, 64, 64), torch.rand(2, 2) * 1024, mask_outputs=mask_outputs)
 
 
 def test_as_accurate_as_the_reference_in_float32() -> None:
