@@ -30,7 +30,7 @@ from torch import nn
 from .low_rank_tokens import HeadBlock, HeadRows, LowRankTokens, PromptChunks, SharedCache
 
 MULTIMASK_OUTPUTS = (1, 2, 3)  # SAM's three multimask outputs (mask token 0 is the single-mask output)
-ALL_OUTPUTS = (0, 1, 2, 3)
+ALL_OUTPUTS = (0, 1, 2, 3)  # the single-mask output and the multimask outputs
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class PointPromptDecoder:
     ) -> torch.Tensor:
         """[S, T, C] tokens of the prompts at ``indexes`` [S] and all prompts' image tokens ->
         [S, K, h, w] low-resolution logits of mask outputs ``outputs`` (K of them, the same for every
-        prompt, or [S, K] per prompt), float32.
+        prompt, or [S, K] per prompt), float32. Each output must be among ``transform``'s mask_outputs.
 
         shifts: what is added after the first and the second upscaling convolution, from
         ``upscaling_shifts`` (computed once per image); None: the convolutions' biases.
@@ -223,8 +223,10 @@ class PointPromptDecoder:
         first, norm, activation, second, last_activation = self.decoder.output_upscaling
         mask_tokens = tokens[:, self.iou_token_index + 1 :]
         requested = outputs if isinstance(outputs, torch.Tensor) else torch.tensor(list(outputs), device=tokens.device)
-        if mask_tokens[:, :, 0].gather(1, requested.expand(len(tokens), -1)).isnan().any():
-            raise ValueError(f"mask outputs {requested.unique().tolist()} were not all in transform's mask_outputs")
+        requested = requested.expand(len(tokens), -1)  # [S, K]
+        missing = requested[mask_tokens[:, :, 0].gather(1, requested).isnan()]
+        if len(missing):
+            raise ValueError(f"mask outputs {missing.unique().tolist()} were not formed: add them to mask_outputs")
         hyper = torch.stack(
             [mlp(mask_tokens[:, index]) for index, mlp in enumerate(self.decoder.output_hypernetworks_mlps)], dim=1
         )  # [S, M, c2]

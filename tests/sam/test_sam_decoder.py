@@ -85,7 +85,7 @@ def test_final_attention_of_the_needed_tokens_only(mask_outputs: tuple[int, ...]
         tokens, image_tokens = decoder.transform(embedding, coords, mask_outputs=mask_outputs)
         selected = torch.tensor([7, 2, 4])
         masks = decoder.mask_logits(tokens[selected], image_tokens, selected, outputs=mask_outputs)
-        with pytest.raises(ValueError, match=r"mask outputs \[0\] were not all in transform's mask_outputs"):
+        with pytest.raises(ValueError, match=r"mask outputs \[0\] were not formed: add them to mask_outputs"):
             decoder.mask_logits(tokens[selected], image_tokens, selected, outputs=(0,))
     torch.testing.assert_close(decoder.iou_predictions(tokens)[:, 1:], reference_iou, atol=1e-5, rtol=1e-5)
     expected = reference_masks[selected][:, [output - 1 for output in mask_outputs]]  # the reference's are 1-3
