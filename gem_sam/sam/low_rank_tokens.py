@@ -124,32 +124,51 @@ class PromptTokens:
     count: int  # S
 
     def form(self, rows: slice, cols: int) -> torch.Tensor:
-        """The tokens of grid rows ``rows`` and the first ``cols`` grid columns, row-major: [S, n, K]."""
+        """The tokens of grid rows ``rows`` and the first ``cols`` grid columns, row-major: [S, n, K].
+
+        The first scaled term and the unscaled terms are written in one pass (``addcmul``)."""
         side = math.isqrt(max(base.shape[0] for _, base in self.terms))
         grid_rows = range(side)[rows]
         out = self.terms[0][1].new_empty(self.count, len(grid_rows), cols, self.terms[0][1].shape[1])
 
-        def block_of(per_token: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [rows, cols, ...]
-            return per_token.view(side, side, *per_token.shape[1:])[rows, :cols]
+        def block_of(per_token: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [rows, cols, ...]; a row as it is
+            return (
+                per_token if per_token.shape[0] == 1 else per_token.view(side, side, *per_token.shape[1:])[rows, :cols]
+            )
 
         def scales_of(scale: torch.Tensor) -> torch.Tensor:  # [S, N] -> [S, rows, cols, 1]
             return scale.view(-1, side, side)[:, rows, :cols, None]
 
-        for index, (scale, base) in enumerate(self.terms):
-            shared = base if base.shape[0] == 1 else block_of(base)
-            if index == 0 and scale is None:  # the first term writes every token; the others add to it
-                out.copy_(shared)
-            elif index == 0:
-                torch.mul(scales_of(scale), shared, out=out)
-            elif scale is None:
-                out.add_(shared)
-            else:
-                out.addcmul_(scales_of(scale), shared)
+        scaled = [(scale, base) for scale, base in self.terms if scale is not None]
+        unscaled = [base for scale, base in self.terms if scale is None]
+        if scaled and unscaled:
+            torch.addcmul(block_of(unscaled[0]), scales_of(scaled[0][0]), block_of(scaled[0][1]), out=out)
+        elif scaled:
+            torch.mul(scales_of(scaled[0][0]), block_of(scaled[0][1]), out=out)
+        else:
+            out.copy_(block_of(unscaled[0]))
+        for scale, base in scaled[1:]:
+            out.addcmul_(scales_of(scale), block_of(base))
+        for base in unscaled[1:]:
+            out.add_(block_of(base))
         flat = out.view(self.count, -1, out.shape[-1])
         for weights, block_rows in self.blocks:  # weights [S, r, N]: tokens on the last dim
             band = weights.view(*weights.shape[:2], side, side)[:, :, rows, :cols].flatten(2)  # [S, r, n]
             flat.baddbmm_(band.transpose(1, 2), block_rows)
         return flat
+
+    def plus(self, shared: torch.Tensor, merged: dict[int, torch.Tensor]) -> PromptTokens:
+        """These tokens plus shared [N, K] or [1, K], added to the unscaled term (or made one), so that forming
+        them costs no extra pass. merged: the sums made so far, by the id of the unscaled term's base, for
+        reuse by other prompts whose term is the same tensor (the caller keeps those tensors alive)."""
+        terms = list(self.terms)
+        for index, (scale, base) in enumerate(terms):
+            if scale is None:
+                if id(base) not in merged:
+                    merged[id(base)] = base + shared
+                terms[index] = (None, merged[id(base)])
+                return PromptTokens(terms, self.blocks, self.count)
+        return PromptTokens([*terms, (None, shared)], self.blocks, self.count)
 
 
 def _head_dot(shared: torch.Tensor, per_prompt: torch.Tensor) -> torch.Tensor:
@@ -400,10 +419,19 @@ class PromptChunks:
         return math.isqrt(max(term.base.shape[0] for term in self.chunks[0].terms))
 
     def batches(
-        self, indexes: list[int], size: int, *, times: tuple[Hashable, torch.Tensor] | None = None
+        self,
+        indexes: list[int],
+        size: int,
+        *,
+        times: tuple[Hashable, torch.Tensor] | None = None,
+        plus: torch.Tensor | None = None,
     ) -> Iterator[tuple[slice, PromptTokens]]:
         """The prompts ``indexes`` (counted over all chunks) in runs of at most ``size`` that each lie in one
-        chunk: each run's positions in ``indexes`` and its tokens as factors (``LowRankTokens.prompts``)."""
+        chunk: each run's positions in ``indexes`` and its tokens as factors (``LowRankTokens.prompts``).
+
+        plus: [N, K] or [1, K] added to every prompt's (mapped) tokens, merged once into the unscaled term
+        that the chunks share (``PromptTokens.plus``)."""
+        merged: dict[int, torch.Tensor] = {}
         total = int(self.starts[-1])
         outside = [index for index in indexes if not 0 <= index < total]
         if outside:
@@ -418,7 +446,8 @@ class PromptChunks:
             local = [index - offset for index in indexes[start:stop]]
             # one prompt: a slice, so that its factors are views, not copies
             selection = slice(local[0], local[0] + 1) if len(local) == 1 else torch.tensor(local, device=self.device)
-            yield slice(start, stop), self.chunks[chunk].prompts(selection, times=times)
+            tokens = self.chunks[chunk].prompts(selection, times=times)
+            yield slice(start, stop), tokens if plus is None else tokens.plus(plus, merged)
             start = stop
 
     @property

@@ -243,15 +243,22 @@ class PointPromptDecoder:
         out = torch.empty(len(indexes), hyper.shape[1], 4 * rows, 4 * cols, device=hyper.device)
         sizes = self._work_sizes(hyper.device)
         band_tokens = sizes.tokens_per_band or rows * cols
-        for slots, prompts in image.batches(indexes.tolist(), sizes.prompts_per_logit_batch, times=first_matrix):
+        # pixels stay in token order throughout: token (i, j) of the band, then the first convolution's
+        # offset (a, b), then the second's (a2, b2); per-pixel steps do not mind. Each shift is added in
+        # the pass that forms what it shifts: the first with the tokens' unscaled term, the second in the
+        # second convolution's product.
+        batches = image.batches(
+            indexes.tolist(), sizes.prompts_per_logit_batch, times=first_matrix, plus=_blocks_as_rows(first_shift)
+        )
+        second_shift = _blocks_as_rows(second_shift)
+        for slots, prompts in batches:
             count = slots.stop - slots.start
             for band in _row_bands(rows, cols, band_tokens):
                 band_rows = band.stop - band.start
-                # pixels stay in token order throughout: token (i, j) of the band, then the first
-                # convolution's offset (a, b), then the second's (a2, b2); per-pixel steps do not mind
-                x = prompts.form(band, cols).view(count, -1, c1).add_(_token_band(first_shift, band, cols, side))
-                x = activation(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-                x = (x @ second_matrix).view(count, -1, c2).add_(_token_band(second_shift, band, cols, side))
+                x = activation(
+                    F.layer_norm(prompts.form(band, cols).view(count, -1, c1), (c1,), norm.weight, norm.bias, norm.eps)
+                )
+                x = _shifted_product(x, second_matrix, _token_band(second_shift, band, cols, side))
                 # one product per prompt and token row: a product per prompt, [K, c2] times [c2, pixels] with K
                 # at most 4, would run on one core
                 features = last_activation(x).view(count * band_rows, -1, c2)  # [S*rows, pixels of a row, c2]
@@ -293,6 +300,23 @@ def _pixel_shift(bias: torch.Tensor, feature: torch.Tensor | None, side: int, *,
     else:  # row = (i, a, a2), col = (j, b, b2) -> (i, j, a, b, a2, b2)
         grid = feature[0].reshape(channels, side, 2, 2, side, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
     return grid.reshape(-1, channels).float() + bias
+
+
+def _blocks_as_rows(shift: torch.Tensor) -> torch.Tensor:
+    """A shift from ``_pixel_shift`` ([pixels, c] in its pixel order, or a bias [1, c]) with each 2x2 block
+    of the last convolution's pixels on one row, columns ordered (a, b, channel) as ``_per_pixel_block``
+    writes them: [pixels / 4, 4 c] (after the first convolution one row per token, after the second one
+    per pixel of the first), or [1, 4 c]."""
+    return shift.repeat(1, 4) if shift.shape[0] == 1 else shift.view(-1, 4 * shift.shape[1])
+
+
+def _shifted_product(pixels: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """pixels [S, n, c_in] @ matrix [c_in, c_out] + shift ([1, c_out], or [n, c_out] the same for every
+    prompt) -> [S, n, c_out], the shift added by the product itself rather than in a pass of its own."""
+    count, n, _ = pixels.shape
+    if count == 1 or shift.shape[0] == 1:
+        return torch.addmm(shift, pixels.reshape(count * n, -1), matrix).view(count, n, -1)
+    return torch.baddbmm(shift.expand(count, -1, -1), pixels, matrix.expand(count, -1, -1))
 
 
 def _row_bands(rows: int, cols: int, band_tokens: int) -> list[slice]:
